@@ -1,0 +1,2 @@
+//! What the proxy knows about the cluster: slots, the topology and how it is kept fresh.
+pub mod slot;

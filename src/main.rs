@@ -1,0 +1,2 @@
+//! The `slotproxy` binary. (Stub.)
+fn main() {}
