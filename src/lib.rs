@@ -6,23 +6,37 @@
 //! The file names are the architecture; one request flows top to bottom:
 //!
 //! - [`config`]: TOML config, CLI/env overrides, validation.
-//! - [`server`]: accept loop, client limit, one [`session`] per client.
-//! - [`session`]: one client: read, frame, route, await replies in order, write.
+//! - [`server`]: start-up, accept loop, client limit, one [`session`] per client.
+//! - [`proxy`]: the state all sessions share (config, refresher, command table).
+//! - [`session`]: one client: read, frame, route, queue replies in order, write.
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
-//! - [`protocol::reply_framer`]: incremental framing of RESP2/RESP3 replies from nodes.
 //! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
+//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`router`]: pure routing: (keys, topology, read policy) -> node.
+//! - [`forward`]: one request in flight, carried through redirects and retries.
+//! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
+//! - [`fanout`]: multi-key split/merge and all-masters commands.
+//! - [`backend::pool`]: per-node connection handles that survive topology swaps.
+//! - [`backend::conn`]: one multiplexed, pipelined backend socket.
+//! - [`backend::control`]: one-off control-path queries (`CLUSTER NODES`, `COMMAND`).
+//! - [`protocol::reply_framer`]: incremental framing of RESP2/RESP3 replies from nodes.
 //! - [`protocol::reply`]: replies the proxy builds; parsing of `-MOVED`/`-ASK`/... errors.
 //! - [`cluster::slot`]: `Slot` and `key_slot()`.
 //! - [`cluster::topology`]: immutable `Topology` and the `CLUSTER NODES` parser.
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
-//! - [`router`]: pure routing: (command, topology, read policy) -> `Route`.
-//! - [`backend::pool`]: per-node connection handles that survive topology swaps.
-//! - [`backend::conn`]: one multiplexed, pipelined backend socket.
-//! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy.
-//! - [`fanout`]: multi-key split/merge and all-masters commands.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod bootstrap;
 pub mod cluster;
+pub mod config;
+pub mod fanout;
+pub mod forward;
+pub mod local;
 pub mod protocol;
+pub mod proxy;
+pub mod redirect;
+pub mod router;
+pub mod server;
+pub mod session;

@@ -1,2 +1,4 @@
 //! What the proxy knows about the cluster: slots, the topology and how it is kept fresh.
+pub mod refresher;
 pub mod slot;
+pub mod topology;

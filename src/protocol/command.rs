@@ -99,3 +99,11 @@ impl CommandTable {
         self.len() == 0
     }
 }
+
+impl CommandTable {
+    /// Whether this request really blocks (XREAD only with BLOCK). (Interface stub.)
+    pub fn may_block(&self, info: &CommandInfo, req: &Request) -> bool {
+        let _ = (info, req);
+        todo!()
+    }
+}

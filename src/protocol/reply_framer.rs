@@ -17,3 +17,9 @@ impl ReplyFramer {
         todo!()
     }
 }
+
+/// Splits a complete aggregate reply into its elements (zero-copy). (Interface stub.)
+pub fn split_array(reply: &Bytes) -> Option<Vec<Bytes>> {
+    let _ = reply;
+    todo!()
+}

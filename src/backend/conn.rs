@@ -1,0 +1,313 @@
+//! One multiplexed, pipelined connection to a node, shared by many clients.
+//!
+//! Requests arrive on a channel as [`Job`]s. The writer half drains every job that is ready into
+//! one buffer and writes it with one syscall (large payloads are written straight from the
+//! client's bytes, uncopied). Before writing, it hands each job's reply slot to the reader half,
+//! in order; the reader frames replies and completes the slots first-in first-out. A reply that
+//! does not come within the command timeout resets the connection and fails every pending job,
+//! so a dead node costs its own callers a bounded wait and nobody else anything.
+//!
+//! The task connects lazily, on the first job, and again after any failure.
+use super::{BackendError, ConnEvents};
+use crate::protocol::reply::Proto;
+use crate::protocol::reply_framer::ReplyFramer;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// The reply to one job: the node's exact reply bytes, or why there is none.
+pub type ReplyResult = Result<Bytes, BackendError>;
+pub type ReplyTx = oneshot::Sender<ReplyResult>;
+pub type ReplyRx = oneshot::Receiver<ReplyResult>;
+
+/// Writes smaller than this are copied into the batch buffer; larger ones are written directly.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Stop gathering jobs into one write past this many bytes.
+const BATCH_LIMIT: usize = 256 * 1024;
+/// After a failed connect, fail new jobs at once for this long instead of reconnecting per job.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One request for a node.
+#[derive(Debug)]
+pub struct Job {
+    /// Sent first on the same connection, its reply discarded (`ASKING` for an `-ASK` retry).
+    pub prefix: Option<&'static [u8]>,
+    pub bytes: Bytes,
+    pub reply: ReplyTx,
+}
+
+/// How a connection is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    pub proto: Proto,
+    /// Per-request reply deadline; `None` for connections that may block (BLPOP 0).
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+}
+
+/// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct BackendConn {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl BackendConn {
+    pub fn spawn(addr: SocketAddr, opts: ConnOptions, events: Arc<dyn ConnEvents>) -> BackendConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(addr, opts, rx, events));
+        BackendConn { tx }
+    }
+
+    /// Queues `bytes` (a complete request) and returns where its reply will arrive.
+    pub fn send(&self, prefix: Option<&'static [u8]>, bytes: Bytes) -> ReplyRx {
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job {
+            prefix,
+            bytes,
+            reply,
+        }) {
+            let _ = job.reply.send(Err(BackendError::Connect));
+        }
+        rx
+    }
+}
+
+struct Pending {
+    reply: ReplyTx,
+    /// Replies to discard before this job's own (the `ASKING` reply).
+    skip: u8,
+    deadline: Option<Instant>,
+}
+
+async fn run(
+    addr: SocketAddr,
+    opts: ConnOptions,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    events: Arc<dyn ConnEvents>,
+) {
+    let mut failed_at: Option<Instant> = None;
+    while let Some(first) = rx.recv().await {
+        if failed_at.is_some_and(|t| t.elapsed() < CONNECT_BACKOFF) {
+            fail_queued(first, &mut rx, BackendError::Connect);
+            continue;
+        }
+        let stream = match connect(addr, &opts).await {
+            Ok(s) => s,
+            Err(_) => {
+                failed_at = Some(Instant::now());
+                events.failed(addr, BackendError::Connect);
+                fail_queued(first, &mut rx, BackendError::Connect);
+                continue;
+            }
+        };
+        failed_at = None;
+        events.connected(addr, true);
+        let error = serve(stream, first, &mut rx, &opts).await;
+        events.connected(addr, false);
+        if let Some(e) = error {
+            events.failed(addr, e);
+        }
+    }
+}
+
+/// Fails `first` and every job already queued behind it.
+fn fail_queued(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>, error: BackendError) {
+    let _ = first.reply.send(Err(error));
+    while let Ok(job) = rx.try_recv() {
+        let _ = job.reply.send(Err(error));
+    }
+}
+
+/// Opens the socket and prepares it: `HELLO 3` for RESP3 pools, and `READONLY` so that a replica
+/// serves reads (harmless on a master, and it stays right when roles change).
+async fn connect(addr: SocketAddr, opts: &ConnOptions) -> std::io::Result<TcpStream> {
+    let setup = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let mut hello: Vec<u8> = Vec::new();
+        let mut expect = 1;
+        if opts.proto == Proto::Resp3 {
+            hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+            expect += 1;
+        }
+        hello.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
+        s.write_all(&hello).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut framer = ReplyFramer::new();
+        while expect > 0 {
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            while let Some(reply) = framer
+                .next_reply(&mut buf)
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+            {
+                if reply.first() == Some(&b'-') {
+                    return Err(std::io::Error::other(
+                        String::from_utf8_lossy(&reply).into_owned(),
+                    ));
+                }
+                expect -= 1;
+            }
+        }
+        Ok(s)
+    };
+    match tokio::time::timeout(opts.connect_timeout, setup).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Runs one established connection until it breaks (returns the error) or every handle is gone
+/// (returns `None`).
+async fn serve(
+    stream: TcpStream,
+    first: Job,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    opts: &ConnOptions,
+) -> Option<BackendError> {
+    let (read, write) = stream.into_split();
+    let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
+    let mut inflight = VecDeque::new();
+    let result = tokio::select! {
+        r = write_loop(write, first, rx, &pending_tx, opts) => r,
+        r = read_loop(read, &mut pending_rx, &mut inflight) => Some(r),
+    };
+    let error = result.unwrap_or(BackendError::Lost);
+    drop(pending_tx);
+    while let Ok(p) = pending_rx.try_recv() {
+        inflight.push_back(p);
+    }
+    for p in inflight {
+        let _ = p.reply.send(Err(error));
+    }
+    result
+}
+
+/// Writes jobs in batches. Returns `None` when every handle is dropped, or the write error.
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    first: Job,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    pending: &mpsc::UnboundedSender<Pending>,
+    opts: &ConnOptions,
+) -> Option<BackendError> {
+    let mut batch = BytesMut::with_capacity(16 * 1024);
+    let mut next = Some(first);
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => rx.recv().await?,
+        };
+        let mut job = Some(job);
+        while let Some(j) = job.take() {
+            let deadline = opts.timeout.map(|t| Instant::now() + t);
+            let skip = j.prefix.is_some() as u8;
+            if let Some(p) = j.prefix {
+                batch.extend_from_slice(p);
+            }
+            if pending
+                .send(Pending {
+                    reply: j.reply,
+                    skip,
+                    deadline,
+                })
+                .is_err()
+            {
+                return Some(BackendError::Lost);
+            }
+            if j.bytes.len() < COPY_LIMIT {
+                batch.extend_from_slice(&j.bytes);
+            } else {
+                if !batch.is_empty() && write.write_all(&batch).await.is_err() {
+                    return Some(BackendError::Lost);
+                }
+                batch.clear();
+                if write.write_all(&j.bytes).await.is_err() {
+                    return Some(BackendError::Lost);
+                }
+            }
+            if batch.len() < BATCH_LIMIT {
+                job = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if write.write_all(&batch).await.is_err() {
+                return Some(BackendError::Lost);
+            }
+            batch.clear();
+            if batch.capacity() > 4 * BATCH_LIMIT {
+                batch = BytesMut::with_capacity(16 * 1024); // shrink after a burst
+            }
+        }
+    }
+}
+
+/// Frames replies and completes pending jobs in order. Returns why the connection must close.
+async fn read_loop(
+    mut read: OwnedReadHalf,
+    pending_rx: &mut mpsc::UnboundedReceiver<Pending>,
+    inflight: &mut VecDeque<Pending>,
+) -> BackendError {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut framer = ReplyFramer::new();
+    loop {
+        while let Ok(p) = pending_rx.try_recv() {
+            inflight.push_back(p);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let n = match inflight.front().and_then(|p| p.deadline) {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => return BackendError::Timeout,
+                }
+            }
+            None if inflight.is_empty() => tokio::select! {
+                r = read.read_buf(&mut buf) => r,
+                p = pending_rx.recv() => match p {
+                    Some(p) => { inflight.push_back(p); continue; }
+                    None => return BackendError::Lost,
+                },
+            },
+            None => read.read_buf(&mut buf).await,
+        };
+        match n {
+            Ok(0) | Err(_) => return BackendError::Lost,
+            Ok(_) => {}
+        }
+        loop {
+            let reply = match framer.next_reply(&mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(_) => return BackendError::Lost,
+            };
+            if reply.first() == Some(&b'>') {
+                continue; // RESP3 push data is not an answer to anything on a shared connection
+            }
+            if inflight.is_empty() {
+                while let Ok(p) = pending_rx.try_recv() {
+                    inflight.push_back(p);
+                }
+            }
+            let Some(front) = inflight.front_mut() else {
+                return BackendError::Lost; // a reply nobody asked for: the stream is out of step
+            };
+            if front.skip > 0 {
+                front.skip -= 1;
+                continue;
+            }
+            let p = inflight.pop_front().expect("front exists");
+            let _ = p.reply.send(Ok(reply));
+        }
+    }
+}

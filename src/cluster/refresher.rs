@@ -1,0 +1,287 @@
+//! Keeps the proxy's view of the cluster fresh: reads `CLUSTER NODES` from a reachable node on a
+//! timer, soon after a `-MOVED` or a backend failure (debounced), and swaps the new view in with
+//! one atomic store. A view whose config epoch is lower than the current one is stale (it came
+//! from a node that missed a failover) and never replaces it; the next node is asked instead.
+use super::topology::Topology;
+use crate::backend::control;
+use crate::backend::pool::{NodeBackend, Pool};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The topology plus a backend handle per node (same indices), swapped in as one unit.
+#[derive(Debug)]
+pub struct View {
+    pub topology: Topology,
+    pub backends: Vec<Arc<NodeBackend>>,
+}
+
+impl View {
+    pub fn empty() -> View {
+        View {
+            topology: Topology::empty(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// Why a refresh ran (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Startup,
+    Timer,
+    Moved,
+    ConnError,
+    ClusterDown,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Startup,
+        Trigger::Timer,
+        Trigger::Moved,
+        Trigger::ConnError,
+        Trigger::ClusterDown,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Timer => "timer",
+            Trigger::Moved => "moved",
+            Trigger::ConnError => "conn_error",
+            Trigger::ClusterDown => "clusterdown",
+        }
+    }
+}
+
+/// What happened to one refresh (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new view was stored.
+    Updated,
+    /// The cluster looked the same; nothing stored.
+    Unchanged,
+    /// Only views older than the current one were found.
+    Stale,
+    /// No node answered.
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Updated,
+        Outcome::Unchanged,
+        Outcome::Stale,
+        Outcome::Failed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale => "stale",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Observes refreshes (metrics); the default does nothing.
+pub trait RefreshObserver: Send + Sync + 'static {
+    fn refreshed(&self, _trigger: Trigger, _outcome: Outcome, _took: Duration, _view: &View) {}
+}
+
+pub struct NoObserver;
+impl RefreshObserver for NoObserver {}
+
+/// Timing knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshOptions {
+    pub interval: Duration,
+    /// Minimum time between two refreshes caused by triggers.
+    pub debounce: Duration,
+    pub query_timeout: Duration,
+}
+
+pub struct Refresher {
+    view: ArcSwap<View>,
+    pool: Arc<Pool>,
+    seeds: Vec<String>,
+    opts: RefreshOptions,
+    wake: Notify,
+    pending: AtomicU64,
+    observer: Box<dyn RefreshObserver>,
+    last_success_unix: AtomicU64,
+}
+
+impl Refresher {
+    pub fn new(
+        pool: Arc<Pool>,
+        seeds: Vec<String>,
+        opts: RefreshOptions,
+        observer: Box<dyn RefreshObserver>,
+    ) -> Refresher {
+        Refresher {
+            view: ArcSwap::from_pointee(View::empty()),
+            pool,
+            seeds,
+            opts,
+            wake: Notify::new(),
+            pending: AtomicU64::new(0),
+            observer,
+            last_success_unix: AtomicU64::new(0),
+        }
+    }
+
+    /// The current view; lock-free.
+    #[inline]
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Asks for a refresh soon (debounced); never blocks.
+    pub fn trigger(&self, why: Trigger) {
+        self.pending.fetch_or(1 << (why as u64), Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Unix time of the last refresh that reached a node (0 = never).
+    pub fn last_success_unix(&self) -> u64 {
+        self.last_success_unix.load(Ordering::Relaxed)
+    }
+
+    /// The refresh loop; runs for the life of the proxy.
+    pub async fn run(self: Arc<Self>) {
+        let mut trigger = Trigger::Startup;
+        loop {
+            let started = Instant::now();
+            self.refresh(trigger).await;
+            // Until a full view is known, keep trying often; then on the timer or when poked.
+            let covered = self.view().topology.slots_covered() == super::slot::SLOT_COUNT;
+            let wait = if covered {
+                self.opts.interval
+            } else {
+                self.opts.debounce.max(Duration::from_millis(200))
+            };
+            trigger = tokio::select! {
+                _ = tokio::time::sleep(wait) => Trigger::Timer,
+                _ = self.wake.notified() => {
+                    let bits = self.pending.swap(0, Ordering::Relaxed);
+                    Trigger::ALL.into_iter().find(|t| bits & (1 << (*t as u64)) != 0).unwrap_or(Trigger::Timer)
+                }
+            };
+            let since = started.elapsed();
+            if since < self.opts.debounce {
+                tokio::time::sleep(self.opts.debounce - since).await;
+            }
+            // Triggers that came in while we slept are served by this refresh.
+            self.pending.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// One refresh: asks known nodes (masters first), then the seeds, until one gives a view no
+    /// older than the current one.
+    pub async fn refresh(&self, trigger: Trigger) -> Outcome {
+        let started = Instant::now();
+        let current = self.view.load_full();
+        let mut candidates: Vec<SocketAddr> = Vec::new();
+        let t = &current.topology;
+        for role in [
+            super::topology::Role::Master,
+            super::topology::Role::Replica,
+        ] {
+            candidates.extend(
+                t.nodes()
+                    .iter()
+                    .filter(|n| n.role == role && !n.failed)
+                    .map(|n| n.addr),
+            );
+        }
+        for seed in &self.seeds {
+            if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
+                candidates.extend(addrs);
+            }
+        }
+        candidates.extend(t.nodes().iter().filter(|n| n.failed).map(|n| n.addr));
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|a| seen.insert(*a));
+
+        let mut outcome = Outcome::Failed;
+        for addr in candidates {
+            let Some(topology) = self.fetch(addr).await else {
+                continue;
+            };
+            if !current.topology.is_superseded_by(&topology) {
+                outcome = Outcome::Stale;
+                continue;
+            }
+            self.last_success_unix.store(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            if topology.same_layout(&current.topology) {
+                outcome = Outcome::Unchanged;
+                break;
+            }
+            let backends = topology
+                .nodes()
+                .iter()
+                .map(|n| self.pool.node(n.addr))
+                .collect();
+            let view = View { topology, backends };
+            tracing::info!(
+                trigger = trigger.as_str(),
+                epoch = view.topology.epoch(),
+                nodes = view.topology.nodes().len(),
+                slots = view.topology.slots_covered(),
+                "topology updated from {addr}"
+            );
+            self.view.store(Arc::new(view));
+            outcome = Outcome::Updated;
+            break;
+        }
+        if outcome == Outcome::Failed {
+            tracing::warn!(
+                trigger = trigger.as_str(),
+                "topology refresh failed: no node answered CLUSTER NODES"
+            );
+        }
+        self.observer
+            .refreshed(trigger, outcome, started.elapsed(), &self.view.load());
+        outcome
+    }
+
+    async fn fetch(&self, addr: SocketAddr) -> Option<Topology> {
+        let reply = match control::query(addr, &["CLUSTER", "NODES"], self.opts.query_timeout).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("CLUSTER NODES from {addr}: {e}");
+                return None;
+            }
+        };
+        let text = match control::bulk_payload(&reply) {
+            Ok(t) => String::from_utf8_lossy(t).into_owned(),
+            Err(e) => {
+                tracing::debug!("CLUSTER NODES from {addr}: {e}");
+                return None;
+            }
+        };
+        match Topology::from_cluster_nodes(&text, addr) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!("CLUSTER NODES from {addr}: {e}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Configuration: the TOML file (`--config`), `SLOTPROXY_*` environment variables and flags,
+//! merged as flag > env > file > default, then validated.
+use crate::router::ReadFrom;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The settings `slotproxy serve` runs with, after merging.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub seeds: Vec<String>,
+    pub read_from: ReadFrom,
+    pub log_level: String,
+    pub metrics_listen: Option<String>,
+    pub password: Option<String>,
+    pub max_clients: usize,
+    pub backend_connections: usize,
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub refresh_interval: Duration,
+    pub client_idle_timeout: Option<Duration>,
+    pub max_bulk_len: usize,
+    pub max_args: usize,
+    pub max_inline_len: usize,
+    /// Requests one client may have in flight before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    pub worker_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7777".into(),
+            seeds: Vec::new(),
+            read_from: ReadFrom::Master,
+            log_level: "info".into(),
+            metrics_listen: None,
+            password: None,
+            max_clients: 10_000,
+            backend_connections: 2,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(5),
+            client_idle_timeout: None,
+            max_bulk_len: 512 * 1024 * 1024,
+            max_args: 1024 * 1024,
+            max_inline_len: 64 * 1024,
+            max_pipeline: 1024,
+            worker_threads: 0,
+        }
+    }
+}
+
+/// The TOML file; every key optional. See `config/slotproxy.toml` for the documented example.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub read_from: Option<ReadFrom>,
+    pub log_level: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub password: Option<String>,
+    pub max_clients: Option<usize>,
+    pub backend_connections: Option<usize>,
+    pub command_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub refresh_interval_ms: Option<u64>,
+    /// 0 = never close idle clients.
+    pub client_idle_timeout_secs: Option<u64>,
+    pub max_bulk_len: Option<usize>,
+    pub max_args: Option<usize>,
+    pub max_inline_len: Option<usize>,
+    pub max_pipeline: Option<usize>,
+    /// 0 = one per core.
+    pub worker_threads: Option<usize>,
+}
+
+/// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to accept clients on [default: 127.0.0.1:7777]
+    #[arg(long, env = "SLOTPROXY_LISTEN")]
+    pub listen: Option<String>,
+    /// A cluster node to learn the topology from (repeatable; any node will do)
+    #[arg(long = "seed", env = "SLOTPROXY_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Where read-only commands go [default: master]
+    #[arg(long, value_enum, env = "SLOTPROXY_READ_FROM")]
+    pub read_from: Option<ReadFrom>,
+    /// TOML config file
+    #[arg(long, env = "SLOTPROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace [default: info]
+    #[arg(long, env = "SLOTPROXY_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Address for the Prometheus /metrics, /healthz and /readyz HTTP listener (off if unset)
+    #[arg(long, env = "SLOTPROXY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Password clients must give with AUTH or HELLO (none if unset)
+    #[arg(long, env = "SLOTPROXY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Reply timeout for a command sent to a node, in milliseconds [default: 5000]
+    #[arg(long, env = "SLOTPROXY_COMMAND_TIMEOUT_MS")]
+    pub command_timeout_ms: Option<u64>,
+    /// Runtime worker threads, 0 = one per core [default: 0]
+    #[arg(long, env = "SLOTPROXY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+impl Config {
+    /// Merges flags (which clap already merged with the environment) over the file over defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let ms = Duration::from_millis;
+        let config = Config {
+            listen: args.listen.clone().or(file.listen).unwrap_or(d.listen),
+            seeds: if args.seeds.is_empty() {
+                file.seeds.unwrap_or_default()
+            } else {
+                args.seeds.clone()
+            },
+            read_from: args.read_from.or(file.read_from).unwrap_or(d.read_from),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or(d.log_level),
+            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
+            password: args.password.clone().or(file.password),
+            max_clients: file.max_clients.unwrap_or(d.max_clients),
+            backend_connections: file.backend_connections.unwrap_or(d.backend_connections),
+            command_timeout: args
+                .command_timeout_ms
+                .or(file.command_timeout_ms)
+                .map(ms)
+                .unwrap_or(d.command_timeout),
+            connect_timeout: file.connect_timeout_ms.map(ms).unwrap_or(d.connect_timeout),
+            refresh_interval: file
+                .refresh_interval_ms
+                .map(ms)
+                .unwrap_or(d.refresh_interval),
+            client_idle_timeout: match file.client_idle_timeout_secs {
+                None | Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+            },
+            max_bulk_len: file.max_bulk_len.unwrap_or(d.max_bulk_len),
+            max_args: file.max_args.unwrap_or(d.max_args),
+            max_inline_len: file.max_inline_len.unwrap_or(d.max_inline_len),
+            max_pipeline: file.max_pipeline.unwrap_or(d.max_pipeline),
+            worker_threads: args
+                .worker_threads
+                .or(file.worker_threads)
+                .unwrap_or(d.worker_threads),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.seeds.is_empty() {
+            return bad("at least one --seed (or `seeds` in the config file) is needed");
+        }
+        if self.backend_connections == 0 || self.backend_connections > 64 {
+            return bad("backend_connections must be 1..=64");
+        }
+        if self.max_clients == 0 || self.max_pipeline == 0 {
+            return bad("max_clients and max_pipeline must be at least 1");
+        }
+        if self.command_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.refresh_interval.is_zero()
+        {
+            return bad("timeouts and the refresh interval must be above zero");
+        }
+        if self.max_bulk_len == 0 || self.max_args == 0 || self.max_inline_len < 16 {
+            return bad("max_bulk_len and max_args must be at least 1, max_inline_len at least 16");
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return bad("log_level must be one of error, warn, info, debug, trace");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/slotproxy.toml");
+        let file = FileConfig::load(&path).expect("config/slotproxy.toml parses");
+        assert!(file.seeds.as_ref().is_some_and(|s| !s.is_empty()));
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7777");
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = std::env::temp_dir().join(format!("slotproxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nseeds = [\"127.0.0.1:5001\"]\nread_from = \"replica\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.read_from, ReadFrom::Replica);
+        assert_eq!(c.seeds, vec!["127.0.0.1:5001".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(FileConfig::parse("lisen = \"x\"").is_err());
+        assert!(FileConfig::parse("read_from = \"sometimes\"").is_err());
+        let c = Config {
+            seeds: vec!["x:1".into()],
+            backend_connections: 0,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_err(), "no seeds");
+    }
+}

@@ -1,0 +1,214 @@
+//! One request on its way to the cluster: sent to the node the router picked, then carried
+//! through the [`redirect`](crate::redirect) policy (follow `-MOVED`/`-ASK`, retry `-TRYAGAIN`,
+//! `-CLUSTERDOWN`, `-LOADING` and unreachable nodes) until there is a reply for the client.
+use crate::backend::conn::{ReplyResult, ReplyRx};
+use crate::backend::BackendError;
+use crate::cluster::refresher::Trigger;
+use crate::cluster::slot::Slot;
+use crate::protocol::reply::{self, parse_redirect, Proto, Redirect};
+use crate::proxy::Proxy;
+use crate::redirect::{after_failure, after_redirect, RetryReason, Step};
+use crate::router::{pick_node, ReadFrom, RouteError};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use tokio::sync::oneshot::error::TryRecvError;
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// Who is asking: picks the client's shared connection and spreads its reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub id: u64,
+    pub proto: Proto,
+}
+
+/// A request in flight.
+#[derive(Debug)]
+pub struct Forward {
+    rx: ReplyRx,
+    /// A reply taken early by [`Forward::try_now`] that needs more work.
+    early: Option<ReplyResult>,
+    req: Bytes,
+    slot: Option<Slot>,
+    readonly: bool,
+    addr: SocketAddr,
+    attempt: u32,
+}
+
+/// The reply a client gets when a request cannot be routed.
+pub fn route_error(proxy: &Proxy, e: RouteError) -> Bytes {
+    match e {
+        RouteError::CrossSlot => Bytes::from_static(reply::CROSSSLOT),
+        RouteError::Uncovered(slot) => {
+            proxy.refresher.trigger(Trigger::ClusterDown);
+            match slot {
+                Some(_) => reply::error("CLUSTERDOWN Hash slot not served"),
+                None => reply::error("CLUSTERDOWN The cluster is down"),
+            }
+        }
+        RouteError::NoReplica(slot) => reply::error(&format!(
+            "CLUSTERDOWN No healthy replica serves slot {} (read_from = replica)",
+            slot.0
+        )),
+    }
+}
+
+impl Forward {
+    /// Routes `req` by `slot` and sends it. `Err` is the reply for a request that cannot be
+    /// routed.
+    pub fn start(
+        proxy: &Proxy,
+        client: Client,
+        req: Bytes,
+        slot: Option<Slot>,
+        readonly: bool,
+    ) -> Result<Forward, Bytes> {
+        let (addr, rx) = send_routed(proxy, client, &req, slot, readonly, false)?;
+        Ok(Forward {
+            rx,
+            early: None,
+            req,
+            slot,
+            readonly,
+            addr,
+            attempt: 0,
+        })
+    }
+
+    /// The reply, if it is already here and final; never waits.
+    pub fn try_now(&mut self) -> Option<Bytes> {
+        if self.early.is_some() {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(Ok(b)) if b.first() != Some(&b'-') || parse_redirect(&b).is_none() => Some(b),
+            Ok(r) => {
+                self.early = Some(r);
+                None
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => {
+                self.early = Some(Err(BackendError::Lost));
+                None
+            }
+        }
+    }
+
+    /// Waits for the final reply, following redirects and retrying as the policy says.
+    pub async fn finish(mut self, proxy: &Proxy, client: Client) -> Bytes {
+        loop {
+            let result = match self.early.take() {
+                Some(r) => r,
+                None => (&mut self.rx).await.unwrap_or(Err(BackendError::Lost)),
+            };
+            let step = match result {
+                Ok(b) => {
+                    let Some(redirect) = (if b.first() == Some(&b'-') {
+                        parse_redirect(&b)
+                    } else {
+                        None
+                    }) else {
+                        return b;
+                    };
+                    let (step, reason) = after_redirect(&redirect, self.attempt);
+                    proxy.observe_retry(reason);
+                    if matches!(redirect, Redirect::Moved { .. }) {
+                        proxy.refresher.trigger(Trigger::Moved);
+                    } else if matches!(redirect, Redirect::ClusterDown) {
+                        proxy.refresher.trigger(Trigger::ClusterDown);
+                    }
+                    if step == Step::GiveUp {
+                        return b;
+                    }
+                    step
+                }
+                Err(e) => {
+                    proxy.refresher.trigger(Trigger::ConnError);
+                    let step = after_failure(e, self.attempt);
+                    if step == Step::GiveUp {
+                        return failure_reply(proxy, e, self.addr);
+                    }
+                    proxy.observe_retry(RetryReason::Connect);
+                    step
+                }
+            };
+            self.attempt += 1;
+            match step {
+                Step::Follow { addr, asking } => {
+                    let node = proxy.refresher.pool().node(addr);
+                    self.addr = addr;
+                    self.rx = node
+                        .conn(client.proto, client.id)
+                        .send(asking.then_some(ASKING), self.req.clone());
+                }
+                Step::Reroute { after, master } => {
+                    tokio::time::sleep(after).await;
+                    match send_routed(
+                        proxy,
+                        client,
+                        &self.req,
+                        self.slot,
+                        self.readonly && !master,
+                        master,
+                    ) {
+                        Ok((addr, rx)) => {
+                            self.addr = addr;
+                            self.rx = rx;
+                        }
+                        Err(reply) if self.attempt + 1 >= crate::redirect::MAX_ATTEMPTS => {
+                            return reply
+                        }
+                        Err(_) => {
+                            // Nothing serves the slot yet (a failover in progress): try again.
+                            self.early = Some(Err(BackendError::Connect));
+                        }
+                    }
+                }
+                Step::GiveUp => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn send_routed(
+    proxy: &Proxy,
+    client: Client,
+    req: &Bytes,
+    slot: Option<Slot>,
+    readonly: bool,
+    force_master: bool,
+) -> Result<(SocketAddr, ReplyRx), Bytes> {
+    let view = proxy.refresher.view();
+    let policy = if force_master {
+        ReadFrom::Master
+    } else {
+        proxy.config.read_from
+    };
+    let idx = pick_node(
+        &view.topology,
+        slot,
+        readonly,
+        policy,
+        proxy.spread(client.id),
+    )
+    .map_err(|e| route_error(proxy, e))?;
+    let node = &view.backends[idx];
+    Ok((
+        node.addr(),
+        node.conn(client.proto, client.id).send(None, req.clone()),
+    ))
+}
+
+/// The error a client sees when a node could not answer.
+pub fn failure_reply(proxy: &Proxy, e: BackendError, addr: SocketAddr) -> Bytes {
+    match e {
+        BackendError::Connect => reply::error(&format!("CLUSTERDOWN slotproxy: cannot reach node {addr}")),
+        BackendError::Lost => {
+            reply::error(&format!("ERR slotproxy: connection to node {addr} lost; the command may or may not have run"))
+        }
+        BackendError::Timeout => reply::error(&format!(
+            "ERR slotproxy: node {addr} did not reply within {} ms; the command may or may not have run",
+            proxy.config.command_timeout.as_millis()
+        )),
+    }
+}

@@ -1,0 +1,507 @@
+//! One client connection. The reader half reads as much as the socket holds, frames every
+//! complete request, routes it and sends it on (or answers it locally), and queues a
+//! [`Pending`] reply per request; the writer half resolves them strictly in request order and
+//! writes every reply that is ready in one syscall. The queue is bounded (`max_pipeline`): a
+//! client that does not read its replies stops being read, so memory stays bounded.
+//!
+//! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
+//! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
+//! gets a dedicated connection so it blocks no one else.
+use crate::backend::conn::{BackendConn, ReplyRx};
+use crate::backend::BackendError;
+use crate::fanout::{self, Fanout};
+use crate::forward::{failure_reply, route_error, Client, Forward};
+use crate::local::{self, ClientState, Outcome};
+use crate::protocol::command::{CommandInfo, Handling};
+use crate::protocol::framer::{Limits, Request, RequestFramer};
+use crate::protocol::reply;
+use crate::proxy::Proxy;
+use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A reply owed to the client, in request order.
+#[derive(Debug)]
+enum Pending {
+    Ready(Bytes),
+    /// Write this, then close the connection.
+    Close(Bytes),
+    Forward(Forward, Client),
+    Fanout(Fanout, Client),
+    /// On a dedicated connection: no redirects are followed.
+    Direct(ReplyRx, SocketAddr),
+}
+
+/// A dedicated connection to one node.
+struct Pinned {
+    addr: SocketAddr,
+    conn: BackendConn,
+}
+
+/// A MULTI in progress.
+#[derive(Default)]
+struct Multi {
+    /// Commands queued before any key chose the node (sent on pinning, replies dropped).
+    queued: Vec<Bytes>,
+    /// A command could not be queued; EXEC will abort.
+    aborted: bool,
+}
+
+/// Serves one client until it disconnects, quits or breaks the protocol.
+pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
+    let id = proxy.next_session_id();
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::channel(proxy.config.max_pipeline);
+    let state = ClientState {
+        id,
+        authed: proxy.config.password.is_none(),
+        ..Default::default()
+    };
+    let reader = Reader {
+        proxy: proxy.clone(),
+        state,
+        tx,
+        keys: Vec::with_capacity(8),
+        pinned: None,
+        multi: None,
+        blocking: None,
+    };
+    tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
+}
+
+struct Reader {
+    proxy: Arc<Proxy>,
+    state: ClientState,
+    tx: mpsc::Sender<Pending>,
+    keys: Vec<usize>,
+    pinned: Option<Pinned>,
+    multi: Option<Multi>,
+    blocking: Option<Pinned>,
+}
+
+impl Reader {
+    async fn run(mut self, mut read: OwnedReadHalf) {
+        let c = &self.proxy.config;
+        let mut framer = RequestFramer::new(Limits {
+            max_bulk_len: c.max_bulk_len,
+            max_args: c.max_args,
+            max_inline_len: c.max_inline_len,
+        });
+        let idle = c.client_idle_timeout;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            let n = match idle {
+                Some(t) => match tokio::time::timeout(t, read.read_buf(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => return, // idle too long: Redis closes silently too
+                },
+                None => read.read_buf(&mut buf).await,
+            };
+            match n {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            loop {
+                match framer.next_request(&mut buf) {
+                    Ok(Some(req)) => {
+                        let (pending, stop) = self.dispatch(req);
+                        if self.tx.send(pending).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let msg = reply::error(&format!("ERR Protocol error: {e}"));
+                        let _ = self.tx.send(Pending::Close(msg)).await;
+                        return;
+                    }
+                }
+            }
+            if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                buf = BytesMut::with_capacity(4096); // give back a big buffer once drained
+            } else if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096.max(buf.len()));
+            }
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client {
+            id: self.state.id,
+            proto: self.state.proto,
+        }
+    }
+
+    /// Routes one request. Returns its pending reply, and whether to stop reading after it.
+    fn dispatch(&mut self, req: Request) -> (Pending, bool) {
+        let proxy = self.proxy.clone();
+        let Some(info) = proxy.commands.lookup(&req) else {
+            return (Pending::Ready(local::unknown_command(&req)), false);
+        };
+        if let Some(e) = local::arity_error(info, &req) {
+            return (Pending::Ready(e), false);
+        }
+        if !self.state.authed && !matches!(info.name.as_str(), "auth" | "hello" | "quit" | "reset")
+        {
+            return (Pending::Ready(local::noauth()), false);
+        }
+        if self.multi.is_some()
+            && !matches!(info.name.as_str(), "quit" | "reset" | "auth" | "hello")
+        {
+            return (self.in_multi(info, &req), false);
+        }
+        let p = match info.handling {
+            Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
+                Outcome::Reply(r) => Pending::Ready(r),
+                Outcome::Close(r) => {
+                    return (Pending::Close(r), true);
+                }
+                Outcome::Forward => self.forward(req, None, false),
+            },
+            Handling::Forward => self.forward_keyed(info, req),
+            Handling::Split(kind) => {
+                self.keys.clear();
+                proxy.commands.keys(info, &req, &mut self.keys);
+                match common_slot(&req, &self.keys) {
+                    Ok(slot) => self.forward(req, slot, info.readonly),
+                    Err(_) => match fanout::split(
+                        &proxy,
+                        self.client(),
+                        &req,
+                        kind,
+                        &self.keys,
+                        info.readonly,
+                    ) {
+                        Ok(f) => Pending::Fanout(f, self.client()),
+                        Err(e) => Pending::Ready(e),
+                    },
+                }
+            }
+            Handling::AllMasters => match fanout::all_masters_merge(&info.name) {
+                Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
+                    Ok(f) => Pending::Fanout(f, self.client()),
+                    Err(e) => Pending::Ready(e),
+                },
+                // SCAN, SCRIPT EXISTS: one master only would be a lie.
+                None => Pending::Ready(unsupported(info)),
+            },
+            Handling::Transaction => self.transaction(info, req),
+            Handling::Blocking if proxy.commands.may_block(info, &req) => self.blocking(info, req),
+            Handling::Blocking => self.forward_keyed(info, req),
+            Handling::PubSub | Handling::Unsupported => Pending::Ready(unsupported(info)),
+        };
+        (p, false)
+    }
+
+    fn slot_of(
+        &mut self,
+        info: &CommandInfo,
+        req: &Request,
+    ) -> Result<Option<crate::cluster::slot::Slot>, RouteError> {
+        self.keys.clear();
+        self.proxy.commands.keys(info, req, &mut self.keys);
+        common_slot(req, &self.keys)
+    }
+
+    fn forward_keyed(&mut self, info: &CommandInfo, req: Request) -> Pending {
+        match self.slot_of(info, &req) {
+            Ok(slot) => self.forward(req, slot, info.readonly),
+            Err(e) => Pending::Ready(route_error(&self.proxy, e)),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        req: Request,
+        slot: Option<crate::cluster::slot::Slot>,
+        readonly: bool,
+    ) -> Pending {
+        let client = self.client();
+        match Forward::start(&self.proxy, client, req.bytes().clone(), slot, readonly) {
+            Ok(f) => Pending::Forward(f, client),
+            Err(e) => Pending::Ready(e),
+        }
+    }
+
+    /// The master serving `slot` (any master when `None`).
+    fn master_for(&self, slot: Option<crate::cluster::slot::Slot>) -> Result<SocketAddr, Bytes> {
+        let view = self.proxy.refresher.view();
+        let i = pick_node(
+            &view.topology,
+            slot,
+            false,
+            ReadFrom::Master,
+            self.proxy.spread(self.state.id),
+        )
+        .map_err(|e| route_error(&self.proxy, e))?;
+        Ok(view.backends[i].addr())
+    }
+
+    fn dedicated(&self, addr: SocketAddr) -> Pinned {
+        Pinned {
+            addr,
+            conn: self
+                .proxy
+                .refresher
+                .pool()
+                .node(addr)
+                .dedicated(self.state.proto),
+        }
+    }
+
+    fn blocking(&mut self, info: &CommandInfo, req: Request) -> Pending {
+        let addr = match self
+            .slot_of(info, &req)
+            .map_err(|e| route_error(&self.proxy, e))
+            .and_then(|s| self.master_for(s))
+        {
+            Ok(a) => a,
+            Err(e) => return Pending::Ready(e),
+        };
+        if self.blocking.as_ref().is_none_or(|b| b.addr != addr) {
+            self.blocking = Some(self.dedicated(addr));
+        }
+        let b = self.blocking.as_ref().expect("set above");
+        Pending::Direct(b.conn.send(None, req.bytes().clone()), addr)
+    }
+
+    fn send_pinned(&self, bytes: Bytes) -> Pending {
+        let p = self.pinned.as_ref().expect("caller checked");
+        Pending::Direct(p.conn.send(None, bytes), p.addr)
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH outside a MULTI.
+    fn transaction(&mut self, info: &CommandInfo, req: Request) -> Pending {
+        match info.name.as_str() {
+            "multi" => {
+                self.multi = Some(Multi::default());
+                match self.pinned {
+                    Some(_) => self.send_pinned(req.bytes().clone()),
+                    None => Pending::Ready(Bytes::from_static(reply::OK)),
+                }
+            }
+            "exec" => Pending::Ready(reply::error("ERR EXEC without MULTI")),
+            "discard" => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
+            "watch" => {
+                let addr = match self
+                    .slot_of(info, &req)
+                    .map_err(|e| route_error(&self.proxy, e))
+                    .and_then(|s| self.master_for(s))
+                {
+                    Ok(a) => a,
+                    Err(e) => return Pending::Ready(e),
+                };
+                match &self.pinned {
+                    Some(p) if p.addr != addr => return Pending::Ready(reply::error(
+                        "ERR slotproxy: all keys WATCHed before a MULTI must be served by one node",
+                    )),
+                    Some(_) => {}
+                    None => self.pinned = Some(self.dedicated(addr)),
+                }
+                self.send_pinned(req.bytes().clone())
+            }
+            "unwatch" => match self.pinned.take() {
+                Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
+                None => Pending::Ready(Bytes::from_static(reply::OK)),
+            },
+            _ => Pending::Ready(unsupported(info)),
+        }
+    }
+
+    /// Any command while a MULTI is open.
+    fn in_multi(&mut self, info: &CommandInfo, req: &Request) -> Pending {
+        let name = info.name.as_str();
+        match name {
+            "multi" => return Pending::Ready(reply::error("ERR MULTI calls can not be nested")),
+            "watch" => {
+                return Pending::Ready(reply::error("ERR WATCH inside MULTI is not allowed"))
+            }
+            "exec" | "discard" => {
+                let multi = self.multi.take().expect("in multi");
+                let pinned = self.pinned.take();
+                if name == "discard" {
+                    return match pinned {
+                        Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
+                        None => Pending::Ready(Bytes::from_static(reply::OK)),
+                    };
+                }
+                if multi.aborted {
+                    if let Some(p) = pinned {
+                        drop(
+                            p.conn
+                                .send(None, Request::from_args(&["DISCARD"]).bytes().clone()),
+                        );
+                    }
+                    return Pending::Ready(reply::error(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    ));
+                }
+                let p = match pinned {
+                    Some(p) => p,
+                    None if multi.queued.is_empty() => {
+                        return Pending::Ready(Bytes::from_static(b"*0\r\n"))
+                    }
+                    None => match self.master_for(None) {
+                        Ok(addr) => {
+                            let p = self.dedicated(addr);
+                            drop(
+                                p.conn
+                                    .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
+                            );
+                            for q in multi.queued {
+                                drop(p.conn.send(None, q));
+                            }
+                            p
+                        }
+                        Err(e) => return Pending::Ready(e),
+                    },
+                };
+                return Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr);
+            }
+            _ => {}
+        }
+        let slot = match self.slot_of(info, req) {
+            Ok(s) => s,
+            Err(e) => {
+                self.multi.as_mut().expect("in multi").aborted = true;
+                return Pending::Ready(route_error(&self.proxy, e));
+            }
+        };
+        match (&self.pinned, slot) {
+            (Some(p), Some(slot)) => {
+                if self.master_for(Some(slot)).ok() != Some(p.addr) {
+                    self.multi.as_mut().expect("in multi").aborted = true;
+                    return Pending::Ready(reply::error(
+                        "CROSSSLOT slotproxy: all keys of a transaction must be served by one node",
+                    ));
+                }
+            }
+            (Some(_), None) => {}
+            (None, None) => {
+                self.multi
+                    .as_mut()
+                    .expect("in multi")
+                    .queued
+                    .push(req.bytes().clone());
+                return Pending::Ready(Bytes::from_static(reply::QUEUED));
+            }
+            (None, Some(slot)) => {
+                let addr = match self.master_for(Some(slot)) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.multi.as_mut().expect("in multi").aborted = true;
+                        return Pending::Ready(e);
+                    }
+                };
+                let p = self.dedicated(addr);
+                drop(
+                    p.conn
+                        .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
+                );
+                for q in std::mem::take(&mut self.multi.as_mut().expect("in multi").queued) {
+                    drop(p.conn.send(None, q));
+                }
+                self.pinned = Some(p);
+            }
+        }
+        self.send_pinned(req.bytes().clone())
+    }
+}
+
+fn unsupported(info: &CommandInfo) -> Bytes {
+    reply::error(&format!(
+        "ERR slotproxy does not support '{}' (see README: what is not supported)",
+        info.name
+    ))
+}
+
+/// Writes replies in request order, batching whatever is ready into one write.
+async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+    let mut out = BytesMut::with_capacity(4096);
+    let mut next: Option<Pending> = None;
+    loop {
+        let pending = match next.take() {
+            Some(p) => p,
+            None => match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) => {
+                    if !out.is_empty() && !flush(&mut write, &mut out).await {
+                        return;
+                    }
+                    match rx.recv().await {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            },
+        };
+        let (bytes, close) = match pending {
+            Pending::Ready(b) => (b, false),
+            Pending::Close(b) => (b, true),
+            Pending::Forward(mut f, client) => match f.try_now() {
+                Some(b) => (b, false),
+                None => {
+                    if !out.is_empty() && !flush(&mut write, &mut out).await {
+                        return;
+                    }
+                    (f.finish(&proxy, client).await, false)
+                }
+            },
+            Pending::Fanout(f, client) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (f.finish(&proxy, client).await, false)
+            }
+            Pending::Direct(mut rx, addr) => {
+                let r = match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if !out.is_empty() && !flush(&mut write, &mut out).await {
+                            return;
+                        }
+                        rx.await.unwrap_or(Err(BackendError::Lost))
+                    }
+                };
+                match r {
+                    Ok(b) => (b, false),
+                    Err(e) => (failure_reply(&proxy, e, addr), false),
+                }
+            }
+        };
+        if bytes.len() >= 64 * 1024 {
+            // Large replies go out uncopied.
+            if (!out.is_empty() && !flush(&mut write, &mut out).await)
+                || write.write_all(&bytes).await.is_err()
+            {
+                return;
+            }
+        } else {
+            out.extend_from_slice(&bytes);
+        }
+        if close {
+            let _ = flush(&mut write, &mut out).await;
+            let _ = write.shutdown().await;
+            return;
+        }
+        if out.len() >= 64 * 1024 && !flush(&mut write, &mut out).await {
+            return;
+        }
+        next = rx.try_recv().ok();
+    }
+}
+
+async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> bool {
+    let ok = write.write_all(out).await.is_ok();
+    out.clear();
+    if out.capacity() > 256 * 1024 {
+        *out = BytesMut::with_capacity(4096);
+    }
+    ok
+}
