@@ -1,6 +1,16 @@
 //! Incremental, bounded framing of client requests: RESP arrays of bulk strings and inline
-//! commands. (Interface stub: implementation in progress.)
-use bytes::{Bytes, BytesMut};
+//! commands, with Redis 7.0.15's error strings.
+//!
+//! This module owns the boundary between a client's raw bytes and [`Request`]s: it decides where
+//! one request ends, enforces the [`Limits`] before anything is allocated (a length header is a
+//! claim, not a fact), and turns inline commands (`PING\r\n`) into forwardable RESP.
+//!
+//! Framing is resumable: [`RequestFramer`] remembers how far it scanned the request under
+//! construction, so the work is linear in the bytes received however they are chunked. A request
+//! is cut off the buffer with `split_to(..).freeze()`: its bytes are never copied, and its
+//! arguments are `(start, end)` offsets into them.
+use super::inline;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Limits a client's input must respect; checked before anything is allocated.
 #[derive(Debug, Clone, Copy)]
@@ -24,13 +34,17 @@ impl Default for Limits {
 }
 
 /// A protocol error; the client gets `-ERR Protocol error: {self}` and is closed.
+///
+/// The first variants are Redis 7.0.15's own texts; the others cover cases Redis does not reject
+/// (or has no text for) and the reply side of the proxy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("invalid multibulk length")]
     InvalidMultibulkLength,
     #[error("invalid bulk length")]
     InvalidBulkLength,
-    #[error("expected '$', got '{}'", *.0 as char)]
+    /// Redis prints the byte as is, but replaces CR and LF by spaces to keep its reply valid.
+    #[error("expected '$', got '{}'", shown(*.0))]
     ExpectedBulk(u8),
     #[error("too big inline request")]
     TooBigInline,
@@ -38,6 +52,113 @@ pub enum ProtocolError {
     TooBigMbulkCount,
     #[error("unbalanced quotes in request")]
     UnbalancedQuotes,
+    /// A `$` header line longer than the inline limit (Redis's text).
+    #[error("too big bulk count string")]
+    TooBigBulkCount,
+    /// A header line or bulk body not followed by `\r\n`. Redis skips those two bytes unchecked;
+    /// a proxy that re-frames the stream must not guess, so it refuses.
+    #[error("expected '\\r\\n'")]
+    ExpectedCrlf,
+    /// A request that would not fit the 32-bit argument offsets (over 4 GiB).
+    #[error("too big request")]
+    TooBigRequest,
+    /// A reply starting with a byte that is no RESP2/RESP3 type.
+    #[error("unknown reply type '{}'", shown(*.0))]
+    UnknownReplyType(u8),
+    /// A reply nested deeper than the reply framer's depth cap.
+    #[error("reply nested too deeply")]
+    TooDeepReply,
+    /// A simple reply line (`+`, `-`, `:`, ...) longer than the reply framer's bulk cap.
+    #[error("too big reply line")]
+    TooBigReplyLine,
+}
+
+/// How a byte appears in an error text: as Redis does, CR and LF become spaces so the error stays
+/// one RESP line.
+fn shown(b: u8) -> char {
+    match b {
+        b'\r' | b'\n' => ' ',
+        _ => b as char,
+    }
+}
+
+impl ProtocolError {
+    /// The exact reply Redis sends for this error: `-ERR Protocol error: ...\r\n`. Unlike
+    /// `Display`, a non-ASCII byte in [`ProtocolError::ExpectedBulk`] is written raw, not as UTF-8.
+    pub fn to_resp(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(64);
+        out.put_slice(b"-ERR Protocol error: ");
+        match *self {
+            ProtocolError::ExpectedBulk(b) => {
+                out.put_slice(b"expected '$', got '");
+                out.put_u8(if shown(b) == ' ' { b' ' } else { b });
+                out.put_u8(b'\'');
+            }
+            ref other => out.put_slice(other.to_string().as_bytes()),
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+}
+
+/// One argument's `(start, end)` byte range within [`Request::bytes`].
+type Span = (u32, u32);
+
+/// Requests with at most this many arguments keep their offsets inline (no heap allocation);
+/// that covers nearly all traffic (GET, SET with options, HSET with a few fields, ...).
+const INLINE_ARGS: usize = 8;
+
+/// Redis 7.0 pre-sizes argv for at most 1024 arguments whatever `*N` claims; so do we.
+const MAX_PREALLOC_ARGS: usize = 1024;
+
+/// Argument offsets: inline up to [`INLINE_ARGS`], then a `Vec`.
+#[derive(Debug, Clone)]
+enum Spans {
+    Inline { len: u8, spans: [Span; INLINE_ARGS] },
+    Heap(Vec<Span>),
+}
+
+impl Default for Spans {
+    fn default() -> Self {
+        Spans::Inline {
+            len: 0,
+            spans: [(0, 0); INLINE_ARGS],
+        }
+    }
+}
+
+impl Spans {
+    /// Empty, sized for `expected` arguments (a claim: pre-allocation is capped).
+    fn for_count(expected: usize) -> Spans {
+        if expected <= INLINE_ARGS {
+            Spans::default()
+        } else {
+            Spans::Heap(Vec::with_capacity(expected.min(MAX_PREALLOC_ARGS)))
+        }
+    }
+
+    fn push(&mut self, span: Span) {
+        match self {
+            Spans::Inline { len, spans } if (*len as usize) < INLINE_ARGS => {
+                spans[*len as usize] = span;
+                *len += 1;
+            }
+            Spans::Inline { spans, .. } => {
+                let mut v = Vec::with_capacity(INLINE_ARGS * 2);
+                v.extend_from_slice(spans);
+                v.push(span);
+                *self = Spans::Heap(v);
+            }
+            Spans::Heap(v) => v.push(span),
+        }
+    }
+
+    fn as_slice(&self) -> &[Span] {
+        match self {
+            Spans::Inline { len, spans } => &spans[..*len as usize],
+            Spans::Heap(v) => v,
+        }
+    }
 }
 
 /// One complete request. `bytes` is always a RESP array of bulk strings (inline commands are
@@ -45,48 +166,674 @@ pub enum ProtocolError {
 #[derive(Debug, Clone)]
 pub struct Request {
     bytes: Bytes,
-    args: Vec<(u32, u32)>,
+    args: Spans,
 }
 
 impl Request {
     /// Builds a request from arguments (used for requests the proxy makes itself).
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
-        let _ = args;
-        todo!()
+        let body: usize = args
+            .iter()
+            .map(|a| a.as_ref().len())
+            .map(|n| 1 + decimal_len(n as u64) + 2 + n + 2)
+            .sum();
+        let mut out = BytesMut::with_capacity(1 + decimal_len(args.len() as u64) + 2 + body);
+        let mut spans = Spans::for_count(args.len());
+        put_header(&mut out, b'*', args.len());
+        for arg in args {
+            let arg = arg.as_ref();
+            put_header(&mut out, b'$', arg.len());
+            let start = out.len();
+            out.put_slice(arg);
+            spans.push((offset(start), offset(out.len())));
+            out.put_slice(b"\r\n");
+        }
+        Request {
+            bytes: out.freeze(),
+            args: spans,
+        }
     }
     /// The exact bytes to forward.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
     pub fn argc(&self) -> usize {
-        self.args.len()
+        self.args.as_slice().len()
     }
     /// Argument `i`; panics if out of range.
     pub fn arg(&self, i: usize) -> &[u8] {
-        let (s, e) = self.args[i];
+        let (s, e) = self.args.as_slice()[i];
         &self.bytes[s as usize..e as usize]
     }
     /// Argument `i` as a zero-copy `Bytes`.
     pub fn arg_bytes(&self, i: usize) -> Bytes {
-        let (s, e) = self.args[i];
+        let (s, e) = self.args.as_slice()[i];
         self.bytes.slice(s as usize..e as usize)
+    }
+    /// All arguments in order (the command name first).
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.args
+            .as_slice()
+            .iter()
+            .map(|&(s, e)| &self.bytes[s as usize..e as usize])
     }
 }
 
+/// Converts an offset known to be below `u32::MAX` (checked where requests are framed; requests
+/// built with [`Request::from_args`] are the proxy's own and far smaller).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).expect("request offsets fit in u32")
+}
+
+/// Number of decimal digits of `n`.
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+/// Writes `{kind}{n}\r\n` without going through `fmt` (hot path of re-encoding).
+pub(crate) fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n as u64;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_u8(kind);
+    out.put_slice(&digits[i..]);
+    out.put_slice(b"\r\n");
+}
+
+/// Parses a decimal integer exactly as Redis's `string2ll` does: optional `-`, no `+`, no
+/// leading zeros (except `0` itself), no spaces, at most 20 characters, no overflow.
+pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() >= 21 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        0i64.checked_sub_unsigned(v)
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// Position of the first `needle` in `buf[from..]`, as an index into `buf`.
+pub(crate) fn find_byte(buf: &[u8], from: usize, needle: u8) -> Option<usize> {
+    buf.get(from..)?
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| i + from)
+}
+
+/// Never reserve more than this for a bulk in one step unless that much has already arrived.
+const RESERVE_STEP: usize = 1024 * 1024;
+
+/// Spare capacity below which a buffer awaiting a known-size body is grown.
+const RESERVE_LOW_WATER: usize = 64 * 1024;
+
+/// Makes room in `buf` toward `need` bytes in total, for a body whose size a header announced.
+/// Growth is geometric (by what has actually arrived, or [`RESERVE_STEP`]) and never beyond
+/// `need`, so a header lying about 512 MB costs at most a megabyte, and a true big body is
+/// copied O(1) times per byte.
+pub(crate) fn reserve_toward(buf: &mut BytesMut, need: usize) {
+    let missing = need.saturating_sub(buf.len());
+    let spare = buf.capacity() - buf.len();
+    if spare >= missing || spare >= RESERVE_LOW_WATER {
+        return;
+    }
+    buf.reserve(missing.min(buf.len().max(RESERVE_STEP)));
+}
+
+/// Where the framer stands in the request at the front of the buffer. Offsets are from the start
+/// of the buffer, which is the start of that request: the buffer is only cut at request
+/// boundaries.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Nothing of the next request examined yet.
+    Idle,
+    /// In the `*N` line; `buf[..scanned]` holds no `\r`.
+    Count { scanned: usize },
+    /// In the `$len` line of an argument that starts at `start`; `buf[start..scanned]` holds no
+    /// `\r`. `left` counts the arguments still to come, this one included.
+    BulkHeader {
+        start: usize,
+        scanned: usize,
+        left: u32,
+    },
+    /// Awaiting the body `buf[data..end]` and its `\r\n`.
+    BulkBody { data: usize, end: usize, left: u32 },
+    /// In an inline command line; `buf[..scanned]` holds no `\n`.
+    Inline { scanned: usize },
+}
+
 /// Finds complete requests in a client's input buffer, resuming where the last call stopped.
+///
+/// The caller may only append to the buffer between calls. After an error the connection is
+/// closed; the framer's state is then meaningless.
 #[derive(Debug)]
 pub struct RequestFramer {
     limits: Limits,
+    state: State,
+    /// Offsets of the arguments of the request under construction.
+    spans: Spans,
+    /// Reused scratch for splitting inline commands.
+    inline: inline::Scratch,
 }
 
 impl RequestFramer {
     pub fn new(limits: Limits) -> Self {
-        RequestFramer { limits }
+        RequestFramer {
+            limits,
+            state: State::Idle,
+            spans: Spans::default(),
+            inline: inline::Scratch::default(),
+        }
     }
+
+    /// The limits this framer enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True when part of a request has been examined and the rest is awaited (for idle-timeout
+    /// and shutdown decisions: a client mid-request is not idle between requests).
+    pub fn is_mid_request(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
     /// Splits the next complete request off the front of `buf`. `Ok(None)` means more bytes are
     /// needed. Empty lines, `*0` and negative counts are skipped, as Redis does.
     pub fn next_request(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        let _ = (buf, self.limits);
-        todo!()
+        let max_line = self.limits.max_inline_len;
+        loop {
+            match self.state {
+                State::Idle => match buf.first() {
+                    None => return Ok(None),
+                    Some(b'*') => self.state = State::Count { scanned: 1 },
+                    Some(_) => self.state = State::Inline { scanned: 0 },
+                },
+                State::Count { scanned } => {
+                    // Redis looks for '\r' and complains only when over 64 KB have arrived
+                    // without one; comparing the line's length instead gives the same answer
+                    // however the bytes are chunked.
+                    let Some(cr) = find_byte(buf, scanned, b'\r') else {
+                        if buf.len() > max_line {
+                            return Err(ProtocolError::TooBigMbulkCount);
+                        }
+                        self.state = State::Count { scanned: buf.len() };
+                        return Ok(None);
+                    };
+                    if cr > max_line {
+                        return Err(ProtocolError::TooBigMbulkCount);
+                    }
+                    if cr + 1 >= buf.len() {
+                        self.state = State::Count { scanned: cr };
+                        return Ok(None);
+                    }
+                    let count = parse_int(&buf[1..cr])
+                        .filter(|&n| n <= i64::from(i32::MAX) && n <= self.limits.max_args as i64)
+                        .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                    if buf[cr + 1] != b'\n' {
+                        return Err(ProtocolError::ExpectedCrlf);
+                    }
+                    if count <= 0 {
+                        buf.advance(cr + 2);
+                        self.state = State::Idle;
+                        continue;
+                    }
+                    self.spans = Spans::for_count(count as usize);
+                    self.state = State::BulkHeader {
+                        start: cr + 2,
+                        scanned: cr + 2,
+                        left: count as u32,
+                    };
+                }
+                State::BulkHeader {
+                    start,
+                    scanned,
+                    left,
+                } => {
+                    let Some(cr) = find_byte(buf, scanned, b'\r') else {
+                        if buf.len() - start > max_line {
+                            return Err(ProtocolError::TooBigBulkCount);
+                        }
+                        self.state = State::BulkHeader {
+                            start,
+                            scanned: buf.len(),
+                            left,
+                        };
+                        return Ok(None);
+                    };
+                    if cr - start > max_line {
+                        return Err(ProtocolError::TooBigBulkCount);
+                    }
+                    if cr + 1 >= buf.len() {
+                        self.state = State::BulkHeader {
+                            start,
+                            scanned: cr,
+                            left,
+                        };
+                        return Ok(None);
+                    }
+                    // Like Redis, the element type is judged once its whole line is there.
+                    if buf[start] != b'$' {
+                        return Err(ProtocolError::ExpectedBulk(buf[start]));
+                    }
+                    let len = parse_int(&buf[start + 1..cr])
+                        .filter(|&n| n >= 0 && n as u64 <= self.limits.max_bulk_len as u64)
+                        .ok_or(ProtocolError::InvalidBulkLength)?
+                        as usize;
+                    if buf[cr + 1] != b'\n' {
+                        return Err(ProtocolError::ExpectedCrlf);
+                    }
+                    let data = cr + 2;
+                    let end = data + len;
+                    if end + 2 > u32::MAX as usize {
+                        return Err(ProtocolError::TooBigRequest);
+                    }
+                    self.state = State::BulkBody { data, end, left };
+                }
+                State::BulkBody { data, end, left } => {
+                    // Waiting for a body is a length check, not a scan.
+                    if buf.len() < end + 2 {
+                        reserve_toward(buf, end + 2);
+                        return Ok(None);
+                    }
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(ProtocolError::ExpectedCrlf);
+                    }
+                    self.spans.push((data as u32, end as u32));
+                    let next = end + 2;
+                    if left == 1 {
+                        self.state = State::Idle;
+                        let bytes = buf.split_to(next).freeze();
+                        let args = std::mem::take(&mut self.spans);
+                        return Ok(Some(Request { bytes, args }));
+                    }
+                    self.state = State::BulkHeader {
+                        start: next,
+                        scanned: next,
+                        left: left - 1,
+                    };
+                }
+                State::Inline { scanned } => {
+                    let Some(nl) = find_byte(buf, scanned, b'\n') else {
+                        if buf.len() > max_line {
+                            return Err(ProtocolError::TooBigInline);
+                        }
+                        self.state = State::Inline { scanned: buf.len() };
+                        return Ok(None);
+                    };
+                    if nl > max_line {
+                        return Err(ProtocolError::TooBigInline);
+                    }
+                    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+                        nl - 1
+                    } else {
+                        nl
+                    };
+                    let request = self.inline.split_line(&buf[..line_end])?;
+                    buf.advance(nl + 1);
+                    self.state = State::Idle;
+                    if let Some(request) = request {
+                        return Ok(Some(request));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds a request from inline-split arguments: `data` holds them back to back, `bounds`
+/// their `(start, end)` in `data`.
+pub(crate) fn encode_split(data: &[u8], bounds: &[(usize, usize)]) -> Request {
+    let body: usize = bounds
+        .iter()
+        .map(|&(s, e)| 1 + decimal_len((e - s) as u64) + 2 + (e - s) + 2)
+        .sum();
+    let mut out = BytesMut::with_capacity(1 + decimal_len(bounds.len() as u64) + 2 + body);
+    let mut spans = Spans::for_count(bounds.len());
+    put_header(&mut out, b'*', bounds.len());
+    for &(s, e) in bounds {
+        put_header(&mut out, b'$', e - s);
+        let start = out.len();
+        out.put_slice(&data[s..e]);
+        spans.push((offset(start), offset(out.len())));
+        out.put_slice(b"\r\n");
+    }
+    Request {
+        bytes: out.freeze(),
+        args: spans,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framer() -> RequestFramer {
+        RequestFramer::new(Limits::default())
+    }
+
+    /// Feeds `input` in one piece and collects requests until more bytes are needed or an
+    /// error occurs.
+    fn frame_all(input: &[u8]) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+        frame_chunked(input, input.len().max(1))
+    }
+
+    fn frame_chunked(input: &[u8], chunk: usize) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+        let mut f = framer();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match f.next_request(&mut buf) {
+                    Ok(Some(req)) => out.push(req.args().map(<[u8]>::to_vec).collect()),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn args(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    fn error_of(input: &[u8]) -> ProtocolError {
+        frame_all(input).1.expect("an error")
+    }
+
+    #[test]
+    fn frames_a_request_without_copying() {
+        let mut f = framer();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1"[..]);
+        let req = f.next_request(&mut buf).unwrap().unwrap();
+        assert_eq!(&req.bytes()[..], b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
+        assert_eq!(
+            (req.argc(), req.arg(0), req.arg(1)),
+            (2, &b"GET"[..], &b"key"[..])
+        );
+        assert_eq!(&req.arg_bytes(1)[..], b"key");
+        assert_eq!(&buf[..], b"*1");
+        assert!(f.next_request(&mut buf).unwrap().is_none());
+        assert!(f.is_mid_request());
+    }
+
+    #[test]
+    fn empty_lines_and_non_positive_counts_are_ignored() {
+        let (reqs, err) = frame_all(b"\r\n\n*0\r\n*-10\r\n   \r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!((reqs, err), (vec![args(&["PING"])], None));
+    }
+
+    #[test]
+    fn hostile_counts() {
+        use ProtocolError::*;
+        assert_eq!(error_of(b"*3000000000\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*2147483648\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*abc\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*+1\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*01\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*-0\r\n"), InvalidMultibulkLength);
+        assert_eq!(error_of(b"*1048577\r\n"), InvalidMultibulkLength); // over max_args
+                                                                       // Within max_args is only a claim: nothing is allocated for it.
+        assert_eq!(frame_all(b"*1048576\r\n"), (vec![], None));
+    }
+
+    #[test]
+    fn array_elements_must_be_bulk_strings() {
+        use ProtocolError::*;
+        assert_eq!(error_of(b"*1\r\nfooz\r\n"), ExpectedBulk(b'f'));
+        assert_eq!(error_of(b"*1\r\n*1\r\n$1\r\na\r\n"), ExpectedBulk(b'*'));
+        assert_eq!(error_of(b"*1\r\n:1\r\n"), ExpectedBulk(b':'));
+        assert_eq!(error_of(b"*2\r\n$1\r\na\r\n+x\r\n"), ExpectedBulk(b'+'));
+        // Judged once the element's line is complete, as Redis does.
+        assert_eq!(frame_all(b"*1\r\nfoo"), (vec![], None));
+    }
+
+    #[test]
+    fn twenty_thousand_nested_headers_fail_at_the_first_inner_array() {
+        let input = b"*1\r\n".repeat(20_000);
+        assert_eq!(error_of(&input), ProtocolError::ExpectedBulk(b'*'));
+    }
+
+    #[test]
+    fn hostile_bulk_lengths() {
+        use ProtocolError::*;
+        assert_eq!(error_of(b"*1\r\n$-10\r\n"), InvalidBulkLength);
+        assert_eq!(error_of(b"*1\r\n$-1\r\n"), InvalidBulkLength);
+        assert_eq!(error_of(b"*1\r\n$blabla\r\n"), InvalidBulkLength);
+        assert_eq!(error_of(b"*1\r\n$\r\n"), InvalidBulkLength);
+        assert_eq!(error_of(b"*1\r\n$536870913\r\n"), InvalidBulkLength);
+        // Exactly proto-max-bulk-len is accepted, and reserves far less than it claims.
+        let mut f = framer();
+        let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\n"[..]);
+        assert!(f.next_request(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * RESERVE_STEP,
+            "reserved {}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn too_long_header_and_inline_lines() {
+        use ProtocolError::*;
+        let long = vec![b'1'; 64 * 1024 + 1];
+        assert_eq!(error_of(&[b"*", &long[..]].concat()), TooBigMbulkCount);
+        assert_eq!(error_of(&[b"*1\r\n$", &long[..]].concat()), TooBigBulkCount);
+        assert_eq!(error_of(&[&b"a"[..], &long[..]].concat()), TooBigInline);
+        // The same answer when the line ending arrives in the same read.
+        assert_eq!(
+            error_of(&[b"*", &long[..], b"\r\n"].concat()),
+            TooBigMbulkCount
+        );
+        assert_eq!(
+            error_of(&[&b"a"[..], &long[..], b"\r\n"].concat()),
+            TooBigInline
+        );
+        // 64 KB before the '\n' (a '\r' included, as Redis counts it) is fine.
+        let mut line = vec![b'a'; 64 * 1024 - 1];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(
+            frame_all(&line),
+            (vec![vec![line[..line.len() - 2].to_vec()]], None)
+        );
+        line.insert(0, b'a');
+        assert_eq!(error_of(&line), TooBigInline);
+    }
+
+    #[test]
+    fn missing_crlf_is_refused() {
+        use ProtocolError::*;
+        assert_eq!(error_of(b"*1\r\n$3\r\nfooXY"), ExpectedCrlf);
+        assert_eq!(error_of(b"*1\r\n$3\r\nfoo\r*"), ExpectedCrlf);
+        assert_eq!(error_of(b"*1\rX"), ExpectedCrlf);
+        assert_eq!(error_of(b"*1\r\n$3\rX"), ExpectedCrlf);
+    }
+
+    #[test]
+    fn requests_over_4_gib_are_refused() {
+        let limits = Limits {
+            max_bulk_len: usize::MAX,
+            ..Limits::default()
+        };
+        let mut f = RequestFramer::new(limits);
+        let mut buf = BytesMut::from(&b"*1\r\n$4294967290\r\n"[..]);
+        assert_eq!(
+            f.next_request(&mut buf).unwrap_err(),
+            ProtocolError::TooBigRequest
+        );
+    }
+
+    #[test]
+    fn inline_commands_become_resp() {
+        let (reqs, err) = frame_all(b"PING\r\nset \"a b\" 'c'\nGET x\r\n");
+        assert_eq!(err, None);
+        assert_eq!(
+            reqs,
+            vec![
+                args(&["PING"]),
+                args(&["set", "a b", "c"]),
+                args(&["GET", "x"])
+            ]
+        );
+        let mut f = framer();
+        let mut buf = BytesMut::from(&b"get  k \r\n"[..]);
+        let req = f.next_request(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            &req.bytes()[..],
+            &Request::from_args(&["get", "k"]).bytes()[..]
+        );
+        assert_eq!(error_of(b"get \"k\r\n"), ProtocolError::UnbalancedQuotes);
+    }
+
+    #[test]
+    fn error_texts_match_redis() {
+        use ProtocolError::*;
+        let text = |e: ProtocolError| String::from_utf8(e.to_resp().to_vec()).unwrap();
+        assert_eq!(
+            text(InvalidMultibulkLength),
+            "-ERR Protocol error: invalid multibulk length\r\n"
+        );
+        assert_eq!(
+            text(InvalidBulkLength),
+            "-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(
+            text(ExpectedBulk(b'f')),
+            "-ERR Protocol error: expected '$', got 'f'\r\n"
+        );
+        assert_eq!(
+            text(ExpectedBulk(b'\r')),
+            "-ERR Protocol error: expected '$', got ' '\r\n"
+        );
+        assert_eq!(
+            text(TooBigInline),
+            "-ERR Protocol error: too big inline request\r\n"
+        );
+        assert_eq!(
+            text(TooBigMbulkCount),
+            "-ERR Protocol error: too big mbulk count string\r\n"
+        );
+        assert_eq!(
+            text(TooBigBulkCount),
+            "-ERR Protocol error: too big bulk count string\r\n"
+        );
+        assert_eq!(
+            text(UnbalancedQuotes),
+            "-ERR Protocol error: unbalanced quotes in request\r\n"
+        );
+        assert_eq!(
+            &ExpectedBulk(0xff).to_resp()[..],
+            b"-ERR Protocol error: expected '$', got '\xff'\r\n"
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_one_shot() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"\r\n*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*0\r\nPING\r\n");
+        input.extend_from_slice(
+            &Request::from_args(&["MSET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"])
+                .bytes()[..],
+        );
+        input.extend_from_slice(
+            b"*-1\r\nset 'x y' \"\\x00\"\n*3\r\n$3\r\nSET\r\n$0\r\n\r\n$5\r\nhello\r\n",
+        );
+        let whole = frame_all(&input);
+        assert_eq!(whole.1, None);
+        assert_eq!(whole.0.len(), 5);
+        assert_eq!(whole.0[2].len(), 11);
+        for chunk in [1, 2, 3, 7, 16] {
+            assert_eq!(frame_chunked(&input, chunk), whole, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn three_megabyte_bulk_in_16k_chunks() {
+        let value = vec![b'v'; 3 * 1024 * 1024];
+        let input = Request::from_args(&[&b"SET"[..], b"k", &value])
+            .bytes()
+            .clone();
+        let mut f = framer();
+        let mut buf = BytesMut::new();
+        let mut done = None;
+        for piece in input.chunks(16 * 1024) {
+            assert!(done.is_none());
+            buf.extend_from_slice(piece);
+            done = f.next_request(&mut buf).unwrap();
+        }
+        let req = done.expect("complete after the last chunk");
+        assert_eq!(req.bytes(), &input);
+        assert_eq!(req.arg(2).len(), value.len());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn from_args_encodes_resp_and_spills_past_inline_offsets() {
+        let req = Request::from_args(&["SET", "k", ""]);
+        assert_eq!(
+            &req.bytes()[..],
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("arg{i}")).collect();
+        let req = Request::from_args(&many);
+        assert_eq!(req.argc(), 20);
+        assert_eq!(req.arg(19), b"arg19");
+        let (reqs, _) = frame_all(req.bytes());
+        assert_eq!(reqs[0].len(), 20);
+        assert_eq!(Request::from_args::<&str>(&[]).bytes().as_ref(), b"*0\r\n");
+    }
+
+    #[test]
+    fn parse_int_matches_string2ll() {
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-1"), Some(-1));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"00",
+            b"01",
+            b" 1",
+            b"1 ",
+            b"+1",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(parse_int(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

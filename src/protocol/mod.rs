@@ -1,5 +1,6 @@
 //! The RESP protocol: request framing, reply framing, the command table and proxy-built replies.
 pub mod command;
 pub mod framer;
+mod inline;
 pub mod reply;
 pub mod reply_framer;
