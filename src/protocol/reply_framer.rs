@@ -458,9 +458,3 @@ mod tests {
         assert_eq!(first.as_ptr(), reply[4..].as_ptr());
     }
 }
-
-/// Splits a complete aggregate reply into its elements (zero-copy). (Interface stub.)
-pub fn split_array(reply: &Bytes) -> Option<Vec<Bytes>> {
-    let _ = reply;
-    todo!()
-}
