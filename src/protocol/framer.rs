@@ -51,8 +51,21 @@ pub struct Request {
 impl Request {
     /// Builds a request from arguments (used for requests the proxy makes itself).
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
-        let _ = args;
-        todo!()
+        let mut buf = BytesMut::new();
+        let mut offsets = Vec::with_capacity(args.len());
+        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in args {
+            let arg = arg.as_ref();
+            buf.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            let start = buf.len() as u32;
+            buf.extend_from_slice(arg);
+            offsets.push((start, buf.len() as u32));
+            buf.extend_from_slice(b"\r\n");
+        }
+        Request {
+            bytes: buf.freeze(),
+            args: offsets,
+        }
     }
     /// The exact bytes to forward.
     pub fn bytes(&self) -> &Bytes {
