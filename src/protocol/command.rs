@@ -120,23 +120,22 @@ pub struct CommandInfo {
 
 /// Hashes command names (a few bytes) with FNV-1a: cheaper than SipHash on the hot path, and
 /// the keys are the server's command names, not attacker-chosen.
-#[derive(Default)]
 struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325) // the FNV-1a 64-bit offset basis
+    }
+}
 
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
         for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
-        self.0 = h;
     }
 }
 
@@ -369,8 +368,8 @@ impl CommandTable {
     }
 }
 
-/// XREAD [COUNT n] [BLOCK ms] STREAMS ... / XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK]
-/// STREAMS ...: walks the options, skipping their arguments, up to `STREAMS`.
+/// `XREAD [COUNT n] [BLOCK ms] STREAMS ...` / `XREADGROUP GROUP g c [COUNT n] [BLOCK ms]
+/// [NOACK] STREAMS ...`: walks the options, skipping their arguments, up to `STREAMS`.
 fn has_block_option(req: &Request, group: bool) -> bool {
     let mut i = 1;
     while i < req.argc() {

@@ -206,8 +206,8 @@ pub fn push_legacy(first: i32, last: i32, step: i32, req: &Request, out: &mut Ve
     push_range(i64::from(first), last, i64::from(step), argc, out);
 }
 
-/// SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA]
-/// [STORE destination]: the key, and the destination of the last STORE (as Redis does).
+/// `SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA]
+/// [STORE destination]`: the key, and the destination of the last STORE (as Redis does).
 /// Options are skipped with their arguments, so a pattern or offset spelled `store` is not
 /// mistaken for the keyword.
 pub fn push_sort_keys(req: &Request, out: &mut Vec<usize>) {
@@ -236,8 +236,8 @@ pub fn push_sort_keys(req: &Request, out: &mut Vec<usize>) {
     out.extend(store);
 }
 
-/// MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw]
-/// [KEYS key ...]: the key argument when it is not empty; otherwise the keys after `KEYS`,
+/// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw]
+/// [KEYS key ...]`: the key argument when it is not empty; otherwise the keys after `KEYS`,
 /// found by walking the options so that a password spelled `keys` is not taken for it.
 pub fn push_migrate_keys(req: &Request, out: &mut Vec<usize>) {
     let argc = req.argc();
