@@ -1,11 +1,42 @@
-//! The command table: for every command, its flags, where its keys are, and how the proxy
-//! handles it. Built from a node's `COMMAND` reply at startup, with a shipped fallback recorded
-//! from Redis 7.0.15 for when no node answers. (Interface stub: implementation in progress.)
+//! The command table: for every command (and Redis 7 subcommand), its flags, where its keys
+//! are, and how the proxy handles it.
+//!
+//! This module owns:
+//! - parsing a node's raw RESP2 `COMMAND` reply into a [`CommandTable`] at startup;
+//! - the fallback table shipped with slotproxy ([`CommandTable::fallback`]): Redis 7.0.15's
+//!   `COMMAND` reply, recorded byte for byte in `commands-redis-7.0.15.resp`. Regenerate it
+//!   with `python3 src/protocol/gen-fallback.py [path/to/redis-server]` (it starts a throwaway
+//!   server on a unix socket, captures the reply, checks it is complete and stops the server);
+//! - [`CommandTable::lookup`]: case-insensitive, allocation-free resolution of a request to its
+//!   command, or subcommand (`CLIENT SETNAME` -> `client|setname`);
+//! - [`CommandTable::keys`]: key positions, via the key specs (interpreted in
+//!   [`super::keyspec`]), so EVAL, XREAD, ZUNIONSTORE, ... route on their real keys, never on
+//!   `argv[1]`;
+//! - the [`Handling`] classification, the one place that decides which commands leave the
+//!   shared forwarding path.
+//!
+//! Read-only/write come from the server's own flags (GETDEL is a write), never from a list
+//! kept here.
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
+
+use redis_protocol::resp2::types::OwnedFrame;
+
 use super::framer::Request;
+use super::keyspec::{self, frame_bytes, string_list, KeyFinder, KeySpec};
 
 /// Dense index of a command in its table (stable for the table's life); used for metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommandId(pub u16);
+
+impl CommandId {
+    /// The id metrics use for a command the table does not know (a module command, a typo).
+    /// [`CommandTable::get`] answers it with a synthetic `unknown` entry (handling
+    /// [`Handling::Forward`], so the node answers `-ERR unknown command` exactly as Redis
+    /// does); it is not part of [`CommandTable::ids`].
+    pub const UNKNOWN: CommandId = CommandId(u16::MAX);
+}
 
 /// How a multi-key command is split per slot and its replies merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,25 +52,36 @@ pub enum SplitKind {
 /// What the proxy does with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
-    /// Forwarded to the node owning its keys' slot (any master when it has no key).
+    /// Forwarded to the node owning its keys' slot (any master when it has no key). Also the
+    /// handling of keyless introspection (CONFIG GET, SLOWLOG, LATENCY, MEMORY STATS, TIME,
+    /// ROLE, PUBSUB ...), which then shows one master's view, and of a container with an
+    /// unknown subcommand (`CONFIG FOO`), so the node answers the error as Redis words it.
     Forward,
     /// Split across slots when its keys span several, replies merged.
     Split(SplitKind),
-    /// Answered by the proxy itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT, COMMAND, INFO,
-    /// RESET, READONLY, READWRITE.
+    /// Answered by the proxy itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT (every
+    /// subcommand), COMMAND (every subcommand), INFO, RESET, READONLY, READWRITE.
     Local,
     /// Sent to every master and the replies merged: DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB,
-    /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS.
+    /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS, and FUNCTION LOAD/DELETE/FLUSH/RESTORE (a library
+    /// must exist on every master for FCALL to work on any key, as with SCRIPT LOAD; every
+    /// master answers the same reply).
     AllMasters,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: need a connection pinned to one node.
     Transaction,
-    /// Commands that may block the connection (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD(GROUP) with
-    /// BLOCK, WAIT, ...): need a dedicated connection.
+    /// Commands that may block the connection: those with the server's `blocking` flag (BLPOP,
+    /// BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD, XREADGROUP) and
+    /// WAIT (which lacks the flag). They need a dedicated connection; whether one request
+    /// really blocks is [`CommandTable::may_block`].
     Blocking,
     /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms, MONITOR: a dedicated connection.
     PubSub,
-    /// No sensible meaning through a proxy (CLUSTER ..., ASKING, SWAPDB, MOVE, SHUTDOWN, ...):
-    /// refused with an error naming the command.
+    /// No sensible meaning through a proxy: refused with an error naming the command.
+    /// CLUSTER (every subcommand), ASKING, RESTORE-ASKING, SWAPDB, MOVE, SHUTDOWN, FAILOVER,
+    /// REPLICAOF, SLAVEOF, SYNC, PSYNC, REPLCONF, DEBUG, SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE;
+    /// and node administration that would silently reach one arbitrary master: CONFIG
+    /// SET/REWRITE/RESETSTAT, ACL SETUSER/DELUSER/SAVE/LOAD, MODULE LOAD/LOADEX/UNLOAD,
+    /// SCRIPT KILL/DEBUG, FUNCTION KILL (the proxy cannot tell which node runs the script).
     Unsupported,
 }
 
@@ -56,54 +98,417 @@ pub struct CommandInfo {
     /// Flag `write`.
     pub write: bool,
     pub handling: Handling,
+    /// All flags as the server names them (`write`, `denyoom`, `movablekeys`, ...).
+    pub flags: Vec<String>,
+    /// Legacy key range: first key index (0 = none), last (negative = from the end), step.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    /// ACL categories (`@read`, `@string`, ...).
+    pub acl_categories: Vec<String>,
+    /// Command tips (`request_policy:all_shards`, `nondeterministic_output`, ...).
+    pub tips: Vec<String>,
+    /// Redis 7 key specs, in the server's order.
+    pub key_specs: Vec<KeySpec>,
+    /// How [`CommandTable::keys`] finds this command's keys.
+    pub key_finder: KeyFinder,
+    /// The container of a subcommand (`client` for `client|setname`).
+    pub parent: Option<CommandId>,
+    /// The subcommands of a container, sorted by name.
+    pub subcommands: Vec<CommandId>,
 }
+
+/// Hashes command names (a few bytes) with FNV-1a: cheaper than SipHash on the hot path, and
+/// the keys are the server's command names, not attacker-chosen.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325) // the FNV-1a 64-bit offset basis
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type NameMap = HashMap<Box<[u8]>, CommandId, BuildHasherDefault<NameHasher>>;
+
+/// Longest name (`container|sub` included) that [`CommandTable::lookup`] resolves: the size of
+/// its stack buffer. Redis 7.0's longest is 29 (`cluster|count-failure-reports`).
+const MAX_NAME_LEN: usize = 64;
+
+/// The Redis version the fallback table was recorded from.
+pub const FALLBACK_REDIS_VERSION: &str = "7.0.15";
+static FALLBACK_REPLY: &[u8] = include_bytes!("commands-redis-7.0.15.resp");
 
 /// The whole table.
 #[derive(Debug, Clone)]
-pub struct CommandTable {}
+pub struct CommandTable {
+    /// Containers and plain commands sorted by name, each followed by its subcommands.
+    entries: Vec<CommandInfo>,
+    /// Lower-case full name (`get`, `client|setname`) -> id.
+    by_name: NameMap,
+    /// Length of the longest name in `by_name`, to refuse longer input without hashing.
+    longest: usize,
+    /// What [`CommandId::UNKNOWN`] resolves to.
+    unknown: CommandInfo,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("bad COMMAND reply: {0}")]
 pub struct CommandTableError(pub String);
 
+/// One parsed entry before ids are assigned.
+struct Parsed {
+    info: CommandInfo,
+    subs: Vec<Parsed>,
+}
+
 impl CommandTable {
-    /// Parses a raw RESP2 `COMMAND` reply.
+    /// Parses a raw RESP2 `COMMAND` reply (Redis 7 entries with key specs and subcommands;
+    /// pre-7 entries with only the first six or seven fields are accepted too, their keys
+    /// found with first/last/step).
     pub fn from_command_reply(reply: &[u8]) -> Result<CommandTable, CommandTableError> {
-        let _ = reply;
-        todo!()
+        let err = |m: &str| CommandTableError(m.to_string());
+        let (frame, used) = redis_protocol::resp2::decode::decode(reply)
+            .map_err(|e| CommandTableError(e.to_string()))?
+            .ok_or_else(|| err("incomplete reply"))?;
+        if used != reply.len() {
+            return Err(err("trailing bytes after the reply"));
+        }
+        let items = match frame {
+            OwnedFrame::Array(items) => items,
+            OwnedFrame::Error(e) => return Err(CommandTableError(format!("node answered {e}"))),
+            _ => return Err(err("reply is not an array")),
+        };
+        let mut parsed = items
+            .iter()
+            .map(|f| parse_entry(f, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        parsed.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        let mut table = CommandTable {
+            entries: Vec::new(),
+            by_name: NameMap::default(),
+            longest: 0,
+            unknown: unknown_entry(),
+        };
+        for entry in parsed {
+            let container = table.push(entry.info, None)?;
+            for sub in entry.subs {
+                let id = table.push(sub.info, Some(container))?;
+                table.entries[container.0 as usize].subcommands.push(id);
+            }
+        }
+        Ok(table)
     }
-    /// The table shipped with slotproxy (Redis 7.0.15's COMMAND reply).
+
+    /// Appends `info` with the next id; a duplicate name keeps the first entry's lookup.
+    fn push(
+        &mut self,
+        mut info: CommandInfo,
+        parent: Option<CommandId>,
+    ) -> Result<CommandId, CommandTableError> {
+        let id = u16::try_from(self.entries.len())
+            .ok()
+            .filter(|id| *id != CommandId::UNKNOWN.0)
+            .map(CommandId)
+            .ok_or_else(|| CommandTableError("too many commands".into()))?;
+        info.id = id;
+        info.parent = parent;
+        if info.name.len() <= MAX_NAME_LEN {
+            self.longest = self.longest.max(info.name.len());
+            self.by_name
+                .entry(info.name.as_bytes().into())
+                .or_insert(id);
+        }
+        self.entries.push(info);
+        Ok(id)
+    }
+
+    /// The table shipped with slotproxy (Redis 7.0.15's COMMAND reply), for when no node
+    /// answers `COMMAND` at startup. Parsed once per process.
     pub fn fallback() -> CommandTable {
-        todo!()
+        static TABLE: OnceLock<CommandTable> = OnceLock::new();
+        TABLE
+            .get_or_init(|| {
+                CommandTable::from_command_reply(FALLBACK_REPLY)
+                    .expect("the shipped COMMAND reply parses (checked by unit tests)")
+            })
+            .clone()
     }
-    /// The command (or subcommand) `req` invokes; `None` if unknown. No allocation.
+
+    /// The command (or subcommand) `req` invokes; `None` if unknown. No allocation: the name
+    /// is lower-cased into a stack buffer. For a container (CLIENT, CONFIG, OBJECT, ...),
+    /// `argv[1]` selects the subcommand; an unknown or missing subcommand yields the container.
     pub fn lookup(&self, req: &Request) -> Option<&CommandInfo> {
-        let _ = req;
-        todo!()
+        if req.argc() == 0 {
+            return None;
+        }
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let name = req.arg(0);
+        let n = name.len();
+        if n > self.longest {
+            return None;
+        }
+        for (dst, src) in buf.iter_mut().zip(name) {
+            if *src == b'|' {
+                return None; // `client|setname` is not something a client can type
+            }
+            *dst = src.to_ascii_lowercase();
+        }
+        let info = &self.entries[self.by_name.get(&buf[..n])?.0 as usize];
+        if info.subcommands.is_empty() || req.argc() < 2 {
+            return Some(info);
+        }
+        let sub = req.arg(1);
+        let full = n + 1 + sub.len();
+        if full > self.longest {
+            return Some(info);
+        }
+        buf[n] = b'|';
+        for (dst, src) in buf[n + 1..full].iter_mut().zip(sub) {
+            *dst = src.to_ascii_lowercase();
+        }
+        Some(match self.by_name.get(&buf[..full]) {
+            Some(id) => &self.entries[id.0 as usize],
+            None => info,
+        })
     }
-    /// Appends the argument indices of `req`'s keys to `out`, in argument order.
+
+    /// Appends the argument indices of `req`'s keys to `out`, in argument order, without
+    /// duplicates: the union of all key specs (including `not_key` ones: the shard channels of
+    /// SPUBLISH/SSUBSCRIBE route by slot exactly like keys). Indices are always `< argc`; a
+    /// malformed request yields the keys that exist.
     pub fn keys(&self, info: &CommandInfo, req: &Request, out: &mut Vec<usize>) {
-        let _ = (info, req, out);
-        todo!()
+        let start = out.len();
+        match info.key_finder {
+            KeyFinder::NoKeys => return,
+            KeyFinder::Specs => info.key_specs.iter().for_each(|s| s.push_keys(req, out)),
+            KeyFinder::SpecsAndLegacy => {
+                info.key_specs.iter().for_each(|s| s.push_keys(req, out));
+                keyspec::push_legacy(info.first_key, info.last_key, info.step, req, out);
+            }
+            KeyFinder::Legacy => {
+                keyspec::push_legacy(info.first_key, info.last_key, info.step, req, out)
+            }
+            KeyFinder::Sort => keyspec::push_sort_keys(req, out),
+            KeyFinder::Migrate => keyspec::push_migrate_keys(req, out),
+        }
+        if !out[start..].windows(2).all(|w| w[0] < w[1]) {
+            out[start..].sort_unstable();
+            let mut kept = start;
+            for read in start..out.len() {
+                if kept == start || out[read] != out[kept - 1] {
+                    out[kept] = out[read];
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+        }
     }
-    /// The command with id `id`.
+
+    /// Whether this request really blocks: every [`Handling::Blocking`] command does, except
+    /// XREAD and XREADGROUP, which block only with a `BLOCK` option (looked for among the
+    /// options before `STREAMS`, so a stream named `block` does not count).
+    pub fn may_block(&self, info: &CommandInfo, req: &Request) -> bool {
+        if info.handling != Handling::Blocking {
+            return false;
+        }
+        match info.name.as_str() {
+            "xread" => has_block_option(req, false),
+            "xreadgroup" => has_block_option(req, true),
+            _ => true,
+        }
+    }
+
+    /// The command with id `id` ([`CommandId::UNKNOWN`] gives the synthetic `unknown` entry).
+    /// Panics on an id from another table that is out of this one's range.
     pub fn get(&self, id: CommandId) -> &CommandInfo {
-        let _ = id;
-        todo!()
+        if id == CommandId::UNKNOWN {
+            &self.unknown
+        } else {
+            &self.entries[id.0 as usize]
+        }
     }
+
+    /// The name of command `id` (`unknown` for [`CommandId::UNKNOWN`]).
+    pub fn name(&self, id: CommandId) -> &str {
+        &self.get(id).name
+    }
+
+    /// Every entry's id (commands and subcommands), in table order; not [`CommandId::UNKNOWN`].
+    pub fn ids(&self) -> impl Iterator<Item = CommandId> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    /// Every entry (commands and subcommands), in table order.
+    pub fn iter(&self) -> impl Iterator<Item = &CommandInfo> + '_ {
+        self.entries.iter()
+    }
+
+    /// The top-level commands (no subcommands), sorted by name: one metrics label each.
+    pub fn top_level(&self) -> impl Iterator<Item = &CommandInfo> + '_ {
+        self.entries.iter().filter(|e| e.parent.is_none())
+    }
+
     /// Number of entries (commands and subcommands).
     pub fn len(&self) -> usize {
-        0
+        self.entries.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-impl CommandTable {
-    /// Whether this request really blocks (XREAD only with BLOCK). (Interface stub.)
-    pub fn may_block(&self, info: &CommandInfo, req: &Request) -> bool {
-        let _ = (info, req);
-        todo!()
+/// `XREAD [COUNT n] [BLOCK ms] STREAMS ...` / `XREADGROUP GROUP g c [COUNT n] [BLOCK ms]
+/// [NOACK] STREAMS ...`: walks the options, skipping their arguments, up to `STREAMS`.
+fn has_block_option(req: &Request, group: bool) -> bool {
+    let mut i = 1;
+    while i < req.argc() {
+        let arg = req.arg(i);
+        if arg.eq_ignore_ascii_case(b"block") {
+            return true;
+        } else if arg.eq_ignore_ascii_case(b"streams") {
+            return false;
+        } else if group && arg.eq_ignore_ascii_case(b"group") {
+            i += 3;
+        } else if arg.eq_ignore_ascii_case(b"count") {
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Parses one `COMMAND` entry: name, arity, flags, first key, last key, step, ACL categories,
+/// tips, key specs, subcommands (the last four are absent before Redis 7).
+fn parse_entry(frame: &OwnedFrame, top_level: bool) -> Result<Parsed, CommandTableError> {
+    let bad = |what: &str| CommandTableError(format!("bad command entry: {what}"));
+    let OwnedFrame::Array(items) = frame else {
+        return Err(bad("not an array"));
+    };
+    if items.len() < 6 {
+        return Err(bad("fewer than 6 fields"));
+    }
+    let name = frame_bytes(&items[0])
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| bad("name"))?
+        .to_ascii_lowercase();
+    let int = |i: usize| match &items[i] {
+        OwnedFrame::Integer(v) => i32::try_from(*v).map_err(|_| bad(&format!("{name} field {i}"))),
+        _ => Err(bad(&format!("{name} field {i} is not an integer"))),
+    };
+    let list = |i: usize| match items.get(i) {
+        Some(f) => string_list(f).ok_or_else(|| bad(&format!("{name} field {i}"))),
+        None => Ok(Vec::new()),
+    };
+    let flags = list(2)?;
+    let key_specs = match items.get(8) {
+        Some(OwnedFrame::Array(specs)) => specs
+            .iter()
+            .map(KeySpec::from_frame)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&format!("{name}: {e}")))?,
+        Some(_) => return Err(bad(&format!("{name} key specs"))),
+        None => Vec::new(),
+    };
+    let mut subs = match items.get(9) {
+        Some(OwnedFrame::Array(subs)) if top_level => subs
+            .iter()
+            .map(|f| parse_entry(f, false))
+            .collect::<Result<Vec<_>, _>>()?,
+        // Redis nests one level only; deeper subcommands would be unreachable by lookup.
+        Some(OwnedFrame::Array(_)) | None => Vec::new(),
+        Some(_) => return Err(bad(&format!("{name} subcommands"))),
+    };
+    subs.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+    let first_key = int(3)?;
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let info = CommandInfo {
+        id: CommandId::UNKNOWN,
+        arity: int(1)?,
+        readonly: has("readonly"),
+        write: has("write"),
+        handling: classify(&name, has("blocking")),
+        first_key,
+        last_key: int(4)?,
+        step: int(5)?,
+        acl_categories: list(6)?,
+        tips: list(7)?,
+        key_finder: KeyFinder::choose(&name, &key_specs, first_key),
+        key_specs,
+        parent: None,
+        subcommands: Vec::new(),
+        flags,
+        name,
+    };
+    Ok(Parsed { info, subs })
+}
+
+/// The proxy's handling of command `name` (`container|sub` for subcommands); see [`Handling`]
+/// for the reasons behind each group.
+fn classify(name: &str, blocking: bool) -> Handling {
+    use Handling::*;
+    match name.split('|').next().unwrap_or(name) {
+        "client" | "command" => return Local,
+        "cluster" => return Unsupported,
+        _ => {}
+    }
+    match name {
+        "mget" => Split(SplitKind::Mget),
+        "mset" => Split(SplitKind::Mset),
+        "del" | "unlink" | "exists" | "touch" => Split(SplitKind::SumInts),
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "info" | "reset" | "readonly"
+        | "readwrite" => Local,
+        "dbsize" | "keys" | "scan" | "flushall" | "flushdb" | "randomkey" | "script|load"
+        | "script|flush" | "script|exists" | "function|load" | "function|delete"
+        | "function|flush" | "function|restore" => AllMasters,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Transaction,
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" | "monitor" => PubSub,
+        "asking" | "restore-asking" | "swapdb" | "move" | "shutdown" | "failover" | "replicaof"
+        | "slaveof" | "sync" | "psync" | "replconf" | "debug" | "save" | "bgsave"
+        | "bgrewriteaof" | "lastsave" | "config|set" | "config|rewrite" | "config|resetstat"
+        | "acl|setuser" | "acl|deluser" | "acl|save" | "acl|load" | "module|load"
+        | "module|loadex" | "module|unload" | "script|kill" | "script|debug" | "function|kill" => {
+            Unsupported
+        }
+        "wait" => Blocking,
+        _ if blocking => Blocking,
+        _ => Forward,
     }
 }
+
+/// What [`CommandId::UNKNOWN`] resolves to: no keys, forwarded so the node answers.
+fn unknown_entry() -> CommandInfo {
+    CommandInfo {
+        id: CommandId::UNKNOWN,
+        name: "unknown".into(),
+        arity: 0,
+        readonly: false,
+        write: false,
+        handling: Handling::Forward,
+        flags: Vec::new(),
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        acl_categories: Vec::new(),
+        tips: Vec::new(),
+        key_specs: Vec::new(),
+        key_finder: KeyFinder::NoKeys,
+        parent: None,
+        subcommands: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

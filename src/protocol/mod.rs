@@ -2,5 +2,6 @@
 pub mod command;
 pub mod framer;
 mod inline;
+pub mod keyspec;
 pub mod reply;
 pub mod reply_framer;
