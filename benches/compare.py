@@ -673,6 +673,8 @@ def main() -> int:
     ap.add_argument("--only", default="", help="run only cases whose name contains this (e.g. 'GET -c 50')")
     ap.add_argument("--worker-threads", type=int, default=0, help="slotproxy --worker-threads (0: its default)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
+    ap.add_argument("--slotproxy", type=Path, default=None,
+                    help="run this slotproxy binary instead of target/release/slotproxy (implies --no-build)")
     ap.add_argument("--no-memory", action="store_true", help="skip the idle-connection and big-value runs")
     ap.add_argument("--idle-conns", type=int, default=10_000)
     ap.add_argument("--big-mb", type=int, default=64)
@@ -687,10 +689,10 @@ def main() -> int:
         if not shutil.which(tool):
             log(f"{tool} not found: install Debian's redis-server and redis-tools packages")
             return 2
-    if not args.no_build:
+    if not args.no_build and args.slotproxy is None:
         log("cargo build --release")
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    slotproxy = ROOT / "target" / "release" / "slotproxy"
+    slotproxy = (args.slotproxy or ROOT / "target" / "release" / "slotproxy").resolve()
 
     nofile = raise_nofile(args.idle_conns + 2048)  # inherited by the proxy
     if nofile < args.idle_conns + 1024:

@@ -20,7 +20,7 @@ use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -86,7 +86,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut read: OwnedReadHalf) {
+    async fn run(mut self, read: OwnedReadHalf) {
         let c = &self.proxy.config;
         let mut framer = RequestFramer::new(Limits {
             max_bulk_len: c.max_bulk_len,
@@ -94,18 +94,29 @@ impl Reader {
             max_inline_len: c.max_inline_len,
         });
         let idle = c.client_idle_timeout;
-        let mut buf = BytesMut::with_capacity(4096);
+        // The read buffer exists only while the client has bytes for us: it is allocated when
+        // the socket turns readable and dropped once every complete request is cut off it, so
+        // an idle client holds none (4 KiB less per idle connection).
+        let mut buf = BytesMut::new();
         loop {
-            let n = match idle {
-                Some(t) => match tokio::time::timeout(t, read.read_buf(&mut buf)).await {
+            let ready = match idle {
+                Some(t) => match tokio::time::timeout(t, read.readable()).await {
                     Ok(r) => r,
                     Err(_) => return, // idle too long: Redis closes silently too
                 },
-                None => read.read_buf(&mut buf).await,
+                None => read.readable().await,
             };
-            match n {
-                Ok(0) | Err(_) => return,
+            if ready.is_err() {
+                return;
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096.max(buf.len()));
+            }
+            match read.try_read_buf(&mut buf) {
+                Ok(0) => return,
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
             }
             loop {
                 match framer.next_request(&mut buf) {
@@ -123,10 +134,8 @@ impl Reader {
                     }
                 }
             }
-            if buf.is_empty() && buf.capacity() > 64 * 1024 {
-                buf = BytesMut::with_capacity(4096); // give back a big buffer once drained
-            } else if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096.max(buf.len()));
+            if buf.is_empty() {
+                buf = BytesMut::new();
             }
         }
     }
@@ -423,7 +432,8 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 
 /// Writes replies in request order, batching whatever is ready into one write.
 async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
-    let mut out = BytesMut::with_capacity(4096);
+    // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
+    let mut out = BytesMut::new();
     let mut next: Option<Pending> = None;
     loop {
         let pending = match next.take() {
@@ -501,7 +511,7 @@ async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> bool {
     let ok = write.write_all(out).await.is_ok();
     out.clear();
     if out.capacity() > 256 * 1024 {
-        *out = BytesMut::with_capacity(4096);
+        *out = BytesMut::new();
     }
     ok
 }
