@@ -95,8 +95,9 @@ impl Reader {
         });
         let idle = c.client_idle_timeout;
         // The read buffer exists only while the client has bytes for us: it is allocated when
-        // the socket turns readable and dropped once every complete request is cut off it, so
-        // an idle client holds none (4 KiB less per idle connection).
+        // the socket turns readable and dropped when the socket has nothing more and every
+        // complete request is cut off it, so an idle client holds none (4 KiB less per idle
+        // connection), while a busy one keeps reading into the same buffer.
         let mut buf = BytesMut::new();
         loop {
             let ready = match idle {
@@ -115,7 +116,13 @@ impl Reader {
             match read.try_read_buf(&mut buf) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                // Drained: about to wait for the client, so give back an empty buffer.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                    continue;
+                }
                 Err(_) => return,
             }
             loop {
@@ -133,9 +140,6 @@ impl Reader {
                         return;
                     }
                 }
-            }
-            if buf.is_empty() {
-                buf = BytesMut::new();
             }
         }
     }
