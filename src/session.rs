@@ -20,7 +20,7 @@ use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -86,7 +86,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, read: OwnedReadHalf) {
+    async fn run(mut self, mut read: OwnedReadHalf) {
         let c = &self.proxy.config;
         let mut framer = RequestFramer::new(Limits {
             max_bulk_len: c.max_bulk_len,
@@ -95,9 +95,8 @@ impl Reader {
         });
         let idle = c.client_idle_timeout;
         // The read buffer exists only while the client has bytes for us: it is allocated when
-        // the socket turns readable and dropped when the socket has nothing more and every
-        // complete request is cut off it, so an idle client holds none (4 KiB less per idle
-        // connection), while a busy one keeps reading into the same buffer.
+        // the socket turns readable and dropped whenever it is empty and the socket has nothing
+        // more, so an idle client holds none (4 KiB less per idle connection).
         let mut buf = BytesMut::new();
         loop {
             let ready = match idle {
@@ -113,17 +112,16 @@ impl Reader {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096.max(buf.len()));
             }
-            match read.try_read_buf(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                // Drained: about to wait for the client, so give back an empty buffer.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            match read_once(&mut read, &mut buf).await {
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+                None => {
+                    // The readiness was stale: wait again, without the buffer if it is empty.
                     if buf.is_empty() {
                         buf = BytesMut::new();
                     }
                     continue;
                 }
-                Err(_) => return,
             }
             loop {
                 match framer.next_request(&mut buf) {
@@ -140,6 +138,9 @@ impl Reader {
                         return;
                     }
                 }
+            }
+            if buf.is_empty() {
+                buf = BytesMut::new();
             }
         }
     }
@@ -425,6 +426,21 @@ impl Reader {
         }
         self.send_pinned(req.bytes().clone())
     }
+}
+
+/// One read attempt: `None` instead of waiting when the socket has nothing. Unlike
+/// `try_read_buf`, `read_buf` marks the socket drained after a short read, which saves the
+/// next wait a WouldBlock read syscall.
+async fn read_once(read: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    use std::future::Future;
+    let mut fut = std::pin::pin!(read.read_buf(buf));
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 fn unsupported(info: &CommandInfo) -> Bytes {
