@@ -206,9 +206,11 @@ async fn write_loop(
             Some(j) => j,
             None => rx.recv().await?,
         };
+        // One clock read per batch, not per job: the jobs of a batch are written together, and
+        // a deadline a few microseconds early is harmless.
+        let deadline = opts.timeout.map(|t| Instant::now() + t);
         let mut job = Some(job);
         while let Some(j) = job.take() {
-            let deadline = opts.timeout.map(|t| Instant::now() + t);
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
                 batch.extend_from_slice(p);
