@@ -24,6 +24,8 @@
 //! - [`cluster::slot`]: `Slot` and `key_slot()`.
 //! - [`cluster::topology`]: immutable `Topology` and the `CLUSTER NODES` parser.
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
+//! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
+//!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ pub mod config;
 pub mod fanout;
 pub mod forward;
 pub mod local;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod redirect;

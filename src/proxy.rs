@@ -2,6 +2,7 @@
 //! and the connection pool) and the command table. The proxy keeps no data of its own.
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ pub struct Proxy {
     pub refresher: Arc<Refresher>,
     pub commands: Arc<CommandTable>,
     pub started: Instant,
+    /// `None` when metrics are off (no `metrics_listen`): the hot path then counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
     next_session: AtomicU64,
     spread: AtomicU64,
     clients: AtomicUsize,
@@ -25,10 +28,16 @@ impl Proxy {
             refresher,
             commands,
             started: Instant::now(),
+            metrics: None,
             next_session: AtomicU64::new(1),
             spread: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Proxy {
+        self.metrics = metrics;
+        self
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -46,7 +55,13 @@ impl Proxy {
         let n = self.clients.fetch_add(1, Ordering::Relaxed);
         if n >= self.config.max_clients {
             self.clients.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.client_rejected();
+            }
             return false;
+        }
+        if let Some(m) = &self.metrics {
+            m.client_accepted();
         }
         true
     }
@@ -61,5 +76,8 @@ impl Proxy {
 
     pub fn observe_retry(&self, reason: RetryReason) {
         tracing::trace!(reason = reason.as_str(), "retry");
+        if let Some(m) = &self.metrics {
+            m.retry(reason);
+        }
     }
 }

@@ -5,6 +5,7 @@ use crate::backend::pool::Pool;
 use crate::backend::{control, ConnEvents, NoEvents};
 use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
 use crate::config::Config;
+use crate::metrics::{self, Metrics};
 use crate::protocol::command::CommandTable;
 use crate::protocol::reply::{self, Proto};
 use crate::proxy::Proxy;
@@ -24,6 +25,15 @@ pub async fn start_with(
     events: Arc<dyn ConnEvents>,
     observer: Box<dyn crate::cluster::refresher::RefreshObserver>,
 ) -> anyhow::Result<Arc<Proxy>> {
+    let commands = Arc::new(load_commands(&config).await);
+    let metrics = match config.metrics_listen {
+        Some(_) => Some(Arc::new(Metrics::new(&commands)?)),
+        None => None,
+    };
+    let (events, observer) = match &metrics {
+        Some(m) => m.observe(events, observer),
+        None => (events, observer),
+    };
     let opts = ConnOptions {
         proto: Proto::Resp2,
         timeout: Some(config.command_timeout),
@@ -41,9 +51,10 @@ pub async fn start_with(
         refresh,
         observer,
     ));
-    let commands = Arc::new(load_commands(&config).await);
     tokio::spawn(refresher.clone().run());
-    Ok(Arc::new(Proxy::new(config, refresher, commands)))
+    Ok(Arc::new(
+        Proxy::new(config, refresher, commands).with_metrics(metrics),
+    ))
 }
 
 /// The command table from the first seed that answers `COMMAND`, else the shipped one.
@@ -130,7 +141,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.listen
         )
     })?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(metrics::http::bind(addr).await?),
+        None => None,
+    };
     let proxy = start(config).await?;
+    if let (Some(l), Some(m)) = (metrics_listener, &proxy.metrics) {
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(metrics::http::serve(l, proxy.clone(), m.clone()));
+    }
     tracing::info!(
         "slotproxy {} listening on {}",
         env!("CARGO_PKG_VERSION"),

@@ -12,7 +12,8 @@ use crate::backend::BackendError;
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
-use crate::protocol::command::{CommandInfo, Handling};
+use crate::metrics::Timed;
+use crate::protocol::command::{CommandId, CommandInfo, Handling};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
 use crate::protocol::reply;
 use crate::proxy::Proxy;
@@ -36,6 +37,9 @@ enum Pending {
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
+
+/// A pending reply and, when metrics are on, its command's timing.
+type Owed = (Pending, Option<Timed>);
 
 /// A dedicated connection to one node.
 struct Pinned {
@@ -71,6 +75,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
         pinned: None,
         multi: None,
         blocking: None,
+        command: CommandId::UNKNOWN,
     };
     tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
 }
@@ -78,11 +83,13 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
 struct Reader {
     proxy: Arc<Proxy>,
     state: ClientState,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Owed>,
     keys: Vec<usize>,
     pinned: Option<Pinned>,
     multi: Option<Multi>,
     blocking: Option<Pinned>,
+    /// The command `dispatch` last resolved (metrics label).
+    command: CommandId,
 }
 
 impl Reader {
@@ -105,20 +112,23 @@ impl Reader {
             };
             match n {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => self.proxy.metrics.iter().for_each(|m| m.received(n)),
             }
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
+                        let mut timed = self.proxy.metrics.as_ref().map(|m| m.start_command());
                         let (pending, stop) = self.dispatch(req);
-                        if self.tx.send(pending).await.is_err() || stop {
+                        timed.iter_mut().for_each(|t| t.set_command(self.command));
+                        if self.tx.send((pending, timed)).await.is_err() || stop {
                             return;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         let msg = reply::error(&format!("ERR Protocol error: {e}"));
-                        let _ = self.tx.send(Pending::Close(msg)).await;
+                        self.proxy.metrics.iter().for_each(|m| m.protocol_error());
+                        let _ = self.tx.send((Pending::Close(msg), None)).await;
                         return;
                     }
                 }
@@ -141,9 +151,11 @@ impl Reader {
     /// Routes one request. Returns its pending reply, and whether to stop reading after it.
     fn dispatch(&mut self, req: Request) -> (Pending, bool) {
         let proxy = self.proxy.clone();
+        self.command = CommandId::UNKNOWN;
         let Some(info) = proxy.commands.lookup(&req) else {
             return (Pending::Ready(local::unknown_command(&req)), false);
         };
+        self.command = info.id;
         if let Some(e) = local::arity_error(info, &req) {
             return (Pending::Ready(e), false);
         }
@@ -422,11 +434,11 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 }
 
 /// Writes replies in request order, batching whatever is ready into one write.
-async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Owed>) {
     let mut out = BytesMut::with_capacity(4096);
-    let mut next: Option<Pending> = None;
+    let mut next: Option<Owed> = None;
     loop {
-        let pending = match next.take() {
+        let (pending, timed) = match next.take() {
             Some(p) => p,
             None => match rx.try_recv() {
                 Ok(p) => p,
@@ -475,6 +487,12 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
                 }
             }
         };
+        if let Some(m) = &proxy.metrics {
+            match timed {
+                Some(t) => m.command_done(t, &bytes),
+                None => m.sent(bytes.len()),
+            }
+        }
         if bytes.len() >= 64 * 1024 {
             // Large replies go out uncopied.
             if (!out.is_empty() && !flush(&mut write, &mut out).await)

@@ -9,6 +9,8 @@
 //!
 //! The task connects lazily, on the first job, and again after any failure.
 use super::{BackendError, ConnEvents};
+use crate::cluster::topology::Role;
+use crate::metrics::NodeStats;
 use crate::protocol::reply::Proto;
 use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
@@ -84,6 +86,9 @@ struct Pending {
     /// Replies to discard before this job's own (the `ASKING` reply).
     skip: u8,
     deadline: Option<Instant>,
+    /// When the request was queued for writing, and the node's role then (metrics).
+    sent: Instant,
+    role: Role,
 }
 
 async fn run(
@@ -93,6 +98,8 @@ async fn run(
     events: Arc<dyn ConnEvents>,
 ) {
     let mut failed_at: Option<Instant> = None;
+    // Dedicated connections (no timeout) carry blocking commands: their wait is not latency.
+    let stats = opts.timeout.and_then(|_| events.node_stats(addr));
     while let Some(first) = rx.recv().await {
         if failed_at.is_some_and(|t| t.elapsed() < CONNECT_BACKOFF) {
             fail_queued(first, &mut rx, BackendError::Connect);
@@ -109,7 +116,7 @@ async fn run(
         };
         failed_at = None;
         events.connected(addr, true);
-        let error = serve(stream, first, &mut rx, &opts).await;
+        let error = serve(stream, first, &mut rx, &opts, stats.as_deref()).await;
         events.connected(addr, false);
         if let Some(e) = error {
             events.failed(addr, e);
@@ -172,13 +179,14 @@ async fn serve(
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
     opts: &ConnOptions,
+    stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let (read, write) = stream.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
     let mut inflight = VecDeque::new();
     let result = tokio::select! {
-        r = write_loop(write, first, rx, &pending_tx, opts) => r,
-        r = read_loop(read, &mut pending_rx, &mut inflight) => Some(r),
+        r = write_loop(write, first, rx, &pending_tx, opts, stats) => r,
+        r = read_loop(read, &mut pending_rx, &mut inflight, stats) => Some(r),
     };
     let error = result.unwrap_or(BackendError::Lost);
     drop(pending_tx);
@@ -198,6 +206,7 @@ async fn write_loop(
     rx: &mut mpsc::UnboundedReceiver<Job>,
     pending: &mpsc::UnboundedSender<Pending>,
     opts: &ConnOptions,
+    stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     let mut next = Some(first);
@@ -208,7 +217,8 @@ async fn write_loop(
         };
         let mut job = Some(job);
         while let Some(j) = job.take() {
-            let deadline = opts.timeout.map(|t| Instant::now() + t);
+            let sent = Instant::now();
+            let deadline = opts.timeout.map(|t| sent + t);
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
                 batch.extend_from_slice(p);
@@ -218,6 +228,8 @@ async fn write_loop(
                     reply: j.reply,
                     skip,
                     deadline,
+                    sent,
+                    role: stats.map_or(Role::Master, |s| s.role()),
                 })
                 .is_err()
             {
@@ -255,6 +267,7 @@ async fn read_loop(
     mut read: OwnedReadHalf,
     pending_rx: &mut mpsc::UnboundedReceiver<Pending>,
     inflight: &mut VecDeque<Pending>,
+    stats: Option<&NodeStats>,
 ) -> BackendError {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
@@ -307,6 +320,9 @@ async fn read_loop(
                 continue;
             }
             let p = inflight.pop_front().expect("front exists");
+            if let Some(s) = stats {
+                s.observe(p.role, p.sent.elapsed());
+            }
             let _ = p.reply.send(Ok(reply));
         }
     }
