@@ -43,6 +43,7 @@ pub(crate) enum Pending {
     Close(Bytes),
     Forward(Forward, Client),
     Fanout(Fanout, Client),
+    Scan(fanout::Scan, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
@@ -209,12 +210,18 @@ impl Reader {
                     },
                 }
             }
-            Handling::AllMasters => match fanout::all_masters_merge(&info.name) {
+            Handling::AllMasters if name == "scan" => {
+                match fanout::scan(&proxy, self.client(), &req) {
+                    Ok(s) => Pending::Scan(s, self.client()),
+                    Err(e) => Pending::Ready(e),
+                }
+            }
+            Handling::AllMasters => match fanout::all_masters_merge(name) {
                 Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
-                // SCAN, SCRIPT EXISTS: one master only would be a lie.
+                // Anything else would be one master's answer presented as the cluster's.
                 None => Pending::Ready(unsupported(info)),
             },
             Handling::Transaction => self.transaction(info, req),
@@ -556,6 +563,12 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
                     (f.finish(&proxy, client).await, false)
                 }
             },
+            Pending::Scan(f, client) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (f.finish(&proxy, client).await, false)
+            }
             Pending::Fanout(f, client) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
