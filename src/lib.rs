@@ -16,6 +16,7 @@
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands.
+//! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
 //! - [`backend::conn`]: one multiplexed, pipelined backend socket.
 //! - [`backend::control`]: one-off control-path queries (`CLUSTER NODES`, `COMMAND`).
@@ -39,6 +40,7 @@ pub mod local;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod pubsub;
 pub mod redirect;
 pub mod router;
 pub mod server;

@@ -15,8 +15,9 @@ use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
 use crate::protocol::command::{CommandId, CommandInfo, Handling};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
-use crate::protocol::reply;
+use crate::protocol::reply::{self, Proto};
 use crate::proxy::Proxy;
+use crate::pubsub::{self, Subscription};
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -26,14 +27,24 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// What the reader does after dispatching one request.
+enum Step {
+    Queue(Pending),
+    /// Queue this, then stop reading (QUIT).
+    Stop(Pending),
+    /// A subscription command: goes to the client's subscription connection.
+    Subscribe(Request),
+}
+
 /// A reply owed to the client, in request order.
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     Ready(Bytes),
     /// Write this, then close the connection.
     Close(Bytes),
     Forward(Forward, Client),
     Fanout(Fanout, Client),
+    Scan(fanout::Scan, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
@@ -75,6 +86,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
         pinned: None,
         multi: None,
         blocking: None,
+        sub: None,
         command: CommandId::UNKNOWN,
     };
     tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
@@ -88,6 +100,7 @@ struct Reader {
     pinned: Option<Pinned>,
     multi: Option<Multi>,
     blocking: Option<Pinned>,
+    sub: Option<Subscription>,
     /// The command `dispatch` last resolved (metrics label).
     command: CommandId,
 }
@@ -118,9 +131,23 @@ impl Reader {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = self.proxy.metrics.as_ref().map(|m| m.start_command());
-                        let (pending, stop) = self.dispatch(req);
+                        let (pending, stop) = match self.dispatch(req) {
+                            Step::Queue(p) => (Some(p), false),
+                            Step::Stop(p) => (Some(p), true),
+                            Step::Subscribe(req) => (self.subscribe(req).await, false),
+                        };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
-                        if self.tx.send((pending, timed)).await.is_err() || stop {
+                        match (pending, timed, &self.proxy.metrics) {
+                            (Some(p), timed, _) => {
+                                if self.tx.send((p, timed)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // Answered on the subscription connection.
+                            (None, Some(t), Some(m)) => m.command_done(t, b""),
+                            (None, _, _) => {}
+                        }
+                        if stop {
                             return;
                         }
                     }
@@ -148,32 +175,37 @@ impl Reader {
         }
     }
 
-    /// Routes one request. Returns its pending reply, and whether to stop reading after it.
-    fn dispatch(&mut self, req: Request) -> (Pending, bool) {
+    /// Routes one request.
+    fn dispatch(&mut self, req: Request) -> Step {
         let proxy = self.proxy.clone();
         self.command = CommandId::UNKNOWN;
         let Some(info) = proxy.commands.lookup(&req) else {
-            return (Pending::Ready(local::unknown_command(&req)), false);
+            return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
         self.command = info.id;
         if let Some(e) = local::arity_error(info, &req) {
-            return (Pending::Ready(e), false);
+            return Step::Queue(Pending::Ready(e));
         }
-        if !self.state.authed && !matches!(info.name.as_str(), "auth" | "hello" | "quit" | "reset")
-        {
-            return (Pending::Ready(local::noauth()), false);
+        let name = info.name.as_str();
+        if !self.state.authed && !matches!(name, "auth" | "hello" | "quit" | "reset") {
+            return Step::Queue(Pending::Ready(local::noauth()));
         }
-        if self.multi.is_some()
-            && !matches!(info.name.as_str(), "quit" | "reset" | "auth" | "hello")
-        {
-            return (self.in_multi(info, &req), false);
+        if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
+            return Step::Queue(self.in_multi(info, &req));
+        }
+        if let Some(step) = self.pubsub_step(info, &req) {
+            return step;
+        }
+        if name == "reset" {
+            self.sub = None;
+            self.multi = None;
+            self.pinned = None;
+            self.blocking = None;
         }
         let p = match info.handling {
             Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
                 Outcome::Reply(r) => Pending::Ready(r),
-                Outcome::Close(r) => {
-                    return (Pending::Close(r), true);
-                }
+                Outcome::Close(r) => return Step::Stop(Pending::Close(r)),
                 Outcome::Forward => self.forward(req, None, false),
             },
             Handling::Forward => self.forward_keyed(info, req),
@@ -195,12 +227,18 @@ impl Reader {
                     },
                 }
             }
-            Handling::AllMasters => match fanout::all_masters_merge(&info.name) {
+            Handling::AllMasters if name == "scan" => {
+                match fanout::scan(&proxy, self.client(), &req) {
+                    Ok(s) => Pending::Scan(s, self.client()),
+                    Err(e) => Pending::Ready(e),
+                }
+            }
+            Handling::AllMasters => match fanout::all_masters_merge(name) {
                 Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
-                // SCAN, SCRIPT EXISTS: one master only would be a lie.
+                // Anything else would be one master's answer presented as the cluster's.
                 None => Pending::Ready(unsupported(info)),
             },
             Handling::Transaction => self.transaction(info, req),
@@ -208,7 +246,80 @@ impl Reader {
             Handling::Blocking => self.forward_keyed(info, req),
             Handling::PubSub | Handling::Unsupported => Pending::Ready(unsupported(info)),
         };
-        (p, false)
+        Step::Queue(p)
+    }
+
+    /// Subscription commands, and what a subscribed client may do; `None` for the normal path.
+    fn pubsub_step(&mut self, info: &CommandInfo, req: &Request) -> Option<Step> {
+        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
+            self.sub = None; // the node reported no subscriptions left
+        }
+        let name = info.name.as_str();
+        let subscribed = self.sub.is_some();
+        match name {
+            "subscribe" | "psubscribe" | "ssubscribe" => Some(Step::Subscribe(req.clone())),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" if subscribed => Some(Step::Subscribe(req.clone())),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+                let channels: Vec<&[u8]> = (1..req.argc()).map(|i| req.arg(i)).collect();
+                Some(Step::Queue(Pending::Ready(pubsub::unsubscribe_when_idle(name.as_bytes(), &channels, self.state.proto))))
+            }
+            // RESP2 clients in subscribed mode may only do this much, as with Redis.
+            _ if subscribed && self.state.proto == Proto::Resp2 => match name {
+                "ping" => Some(Step::Subscribe(req.clone())),
+                "quit" | "reset" => None,
+                _ => Some(Step::Queue(Pending::Ready(reply::error(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                ))))),
+            },
+            _ => None,
+        }
+    }
+
+    /// Sends a subscription command on the client's subscription connection, opening it first
+    /// if needed. Replies arrive through the connection's own task; `Some` only for an error.
+    async fn subscribe(&mut self, req: Request) -> Option<Pending> {
+        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
+            self.sub = None;
+        }
+        if self.sub.is_none() {
+            let shard = req.arg(0).eq_ignore_ascii_case(b"ssubscribe");
+            let slot = if shard {
+                let proxy = self.proxy.clone();
+                let info = proxy.commands.lookup(&req)?;
+                match self.slot_of(info, &req) {
+                    Ok(s) => s,
+                    Err(e) => return Some(Pending::Ready(route_error(&self.proxy, e))),
+                }
+            } else {
+                None
+            };
+            let addr = match self.master_for(slot) {
+                Ok(a) => a,
+                Err(e) => return Some(Pending::Ready(e)),
+            };
+            let timeout = self.proxy.config.connect_timeout;
+            match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
+                (Pending::Ready(b), None)
+            })
+            .await
+            {
+                Ok(s) => self.sub = Some(s),
+                Err(e) => {
+                    return Some(Pending::Ready(reply::error(&format!(
+                        "CLUSTERDOWN slotproxy: cannot reach node {addr}: {e}"
+                    ))))
+                }
+            }
+        }
+        let sub = self.sub.as_mut().expect("opened above");
+        if let Err(e) = sub.send(req.bytes()).await {
+            let addr = sub.addr;
+            self.sub = None;
+            return Some(Pending::Ready(reply::error(&format!(
+                "ERR slotproxy: subscription connection to {addr} lost: {e}"
+            ))));
+        }
+        None
     }
 
     fn slot_of(
@@ -465,6 +576,12 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
                     (f.finish(&proxy, client).await, false)
                 }
             },
+            Pending::Scan(f, client) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (f.finish(&proxy, client).await, false)
+            }
             Pending::Fanout(f, client) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;

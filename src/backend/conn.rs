@@ -173,7 +173,8 @@ async fn connect(addr: SocketAddr, opts: &ConnOptions) -> std::io::Result<TcpStr
 }
 
 /// Runs one established connection until it breaks (returns the error) or every handle is gone
-/// (returns `None`).
+/// and every reply someone still waits for has arrived (returns `None`): a dedicated connection
+/// dropped right after sending EXEC still delivers EXEC's reply.
 async fn serve(
     stream: TcpStream,
     first: Job,
@@ -184,12 +185,19 @@ async fn serve(
     let (read, write) = stream.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
     let mut inflight = VecDeque::new();
-    let result = tokio::select! {
-        r = write_loop(write, first, rx, &pending_tx, opts, stats) => r,
-        r = read_loop(read, &mut pending_rx, &mut inflight, stats) => Some(r),
+    let result = {
+        let writer = write_loop(write, first, rx, pending_tx, opts, stats);
+        let reader = read_loop(read, &mut pending_rx, &mut inflight, stats);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            r = &mut writer => match r {
+                Some(e) => Some(e),
+                None => (&mut reader).await,
+            },
+            r = &mut reader => Some(r.unwrap_or(BackendError::Lost)),
+        }
     };
     let error = result.unwrap_or(BackendError::Lost);
-    drop(pending_tx);
     while let Ok(p) = pending_rx.try_recv() {
         inflight.push_back(p);
     }
@@ -204,7 +212,7 @@ async fn write_loop(
     mut write: OwnedWriteHalf,
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
-    pending: &mpsc::UnboundedSender<Pending>,
+    pending: mpsc::UnboundedSender<Pending>,
     opts: &ConnOptions,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
@@ -262,47 +270,76 @@ async fn write_loop(
     }
 }
 
-/// Frames replies and completes pending jobs in order. Returns why the connection must close.
+/// Frames replies and completes pending jobs in order. Returns why the connection must close,
+/// or `None` once the writer is gone and no one waits for a reply any more.
 async fn read_loop(
     mut read: OwnedReadHalf,
     pending_rx: &mut mpsc::UnboundedReceiver<Pending>,
     inflight: &mut VecDeque<Pending>,
     stats: Option<&NodeStats>,
-) -> BackendError {
+) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
+    let mut writer_gone = false;
     loop {
         while let Ok(p) = pending_rx.try_recv() {
             inflight.push_back(p);
         }
+        // Draining after the writer is gone: once nobody waits for any reply still due (a BLPOP
+        // whose client left), stop waiting for them.
+        if writer_gone && inflight.iter().all(|p| p.reply.is_closed()) {
+            return None;
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let n = match inflight.front().and_then(|p| p.deadline) {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => return BackendError::Timeout,
+        let deadline = inflight.front().and_then(|p| p.deadline);
+        let n = if inflight.is_empty() {
+            tokio::select! {
+                r = read.read_buf(&mut buf) => r,
+                p = pending_rx.recv() => {
+                    match p {
+                        Some(p) => inflight.push_back(p),
+                        None => return None,
+                    }
+                    continue;
                 }
             }
-            None if inflight.is_empty() => tokio::select! {
-                r = read.read_buf(&mut buf) => r,
-                p = pending_rx.recv() => match p {
-                    Some(p) => { inflight.push_back(p); continue; }
-                    None => return BackendError::Lost,
+        } else {
+            // While draining, wake when the last reply someone waits for stops being wanted.
+            let mut waiter = inflight.iter_mut().rev().find(|p| !p.reply.is_closed());
+            let read = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, read.read_buf(&mut buf))
+                        .await
+                        .ok(),
+                    None => Some(read.read_buf(&mut buf).await),
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    Some(r) => r,
+                    None => return Some(BackendError::Timeout),
                 },
-            },
-            None => read.read_buf(&mut buf).await,
+                _ = async { waiter.as_mut().expect("checked").reply.closed().await }, if writer_gone && waiter.is_some() => continue,
+                p = pending_rx.recv(), if !writer_gone => {
+                    match p {
+                        Some(p) => inflight.push_back(p),
+                        None => writer_gone = true,
+                    }
+                    continue;
+                }
+            }
         };
         match n {
-            Ok(0) | Err(_) => return BackendError::Lost,
+            Ok(0) | Err(_) => return Some(BackendError::Lost),
             Ok(_) => {}
         }
         loop {
             let reply = match framer.next_reply(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
-                Err(_) => return BackendError::Lost,
+                Err(_) => return Some(BackendError::Lost),
             };
             if reply.first() == Some(&b'>') {
                 continue; // RESP3 push data is not an answer to anything on a shared connection
@@ -313,7 +350,7 @@ async fn read_loop(
                 }
             }
             let Some(front) = inflight.front_mut() else {
-                return BackendError::Lost; // a reply nobody asked for: the stream is out of step
+                return Some(BackendError::Lost); // a reply nobody asked for: out of step
             };
             if front.skip > 0 {
                 front.skip -= 1;
