@@ -123,14 +123,15 @@ impl Reader {
                 },
                 None => read.read_buf(&mut buf).await,
             };
-            match n {
+            // Requests framed from this read arrived now: one clock read per read (metrics).
+            let read_at = match n {
                 Ok(0) | Err(_) => return,
-                Ok(n) => self.proxy.metrics.iter().for_each(|m| m.received(n)),
-            }
+                Ok(n) => self.proxy.metrics.as_ref().map(|m| m.received(n)),
+            };
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
-                        let mut timed = self.proxy.metrics.as_ref().map(|m| m.start_command());
+                        let mut timed = read_at.map(Timed::start);
                         let (pending, stop) = match self.dispatch(req) {
                             Step::Queue(p) => (Some(p), false),
                             Step::Stop(p) => (Some(p), true),

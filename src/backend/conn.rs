@@ -224,8 +224,10 @@ async fn write_loop(
             None => rx.recv().await?,
         };
         let mut job = Some(job);
+        // The jobs gathered here go out in one write: one clock read for the batch.
+        let sent = Instant::now();
+        let role = stats.map_or(Role::Master, |s| s.role());
         while let Some(j) = job.take() {
-            let sent = Instant::now();
             let deadline = opts.timeout.map(|t| sent + t);
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
@@ -237,7 +239,7 @@ async fn write_loop(
                     skip,
                     deadline,
                     sent,
-                    role: stats.map_or(Role::Master, |s| s.role()),
+                    role,
                 })
                 .is_err()
             {
@@ -335,6 +337,8 @@ async fn read_loop(
             Ok(0) | Err(_) => return Some(BackendError::Lost),
             Ok(_) => {}
         }
+        // Every reply in this read arrived now: one clock read per batch (metrics).
+        let arrived = stats.map(|_| Instant::now());
         loop {
             let reply = match framer.next_reply(&mut buf) {
                 Ok(Some(r)) => r,
@@ -357,8 +361,8 @@ async fn read_loop(
                 continue;
             }
             let p = inflight.pop_front().expect("front exists");
-            if let Some(s) = stats {
-                s.observe(p.role, p.sent.elapsed());
+            if let (Some(s), Some(at)) = (stats, arrived) {
+                s.observe(p.role, at.saturating_duration_since(p.sent));
             }
             let _ = p.reply.send(Ok(reply));
         }

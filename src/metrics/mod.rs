@@ -4,14 +4,19 @@
 //! ([`RefreshObserver`]). [`http`] serves them; [`process`] reads the process's own numbers
 //! from `/proc` at scrape time.
 //!
-//! Cost on the hot path is a few relaxed atomic operations per request: labelled children are
-//! resolved once and kept in plain arrays indexed by [`CommandId`], by enum discriminant, or in
-//! a per-node [`NodeStats`] that each backend connection task resolves once when it starts.
-//! Children whose label values depend on traffic (a command, a node's role) are created on
-//! first use behind a `OnceLock`, so `/metrics` does not list hundreds of never-used commands.
-//! Nothing on the request path looks a label up by string or takes a lock.
+//! Cost on the hot path is a few relaxed, uncontended atomic adds per request: labelled
+//! children are resolved once and kept in plain arrays indexed by [`CommandId`], by enum
+//! discriminant, or in a per-node [`NodeStats`] that each backend connection task resolves once
+//! when it starts. Children whose label values depend on traffic (a command, a node's role) are
+//! created on first use behind a `OnceLock`, so `/metrics` does not list hundreds of never-used
+//! commands. What every request touches (latency histograms, whose counts are the request
+//! counts; bytes; commands in flight) is sharded by thread ([`sharded`]) so two cores never
+//! fight over a cache line; the rarer events (errors, retries, connections, refreshes) use the
+//! prometheus crate's own types. Nothing on the request path looks a label up by string or
+//! takes a lock.
 pub mod http;
 mod process;
+mod sharded;
 mod stats;
 
 pub use stats::{ErrorKind, NodeStats, Timed};
@@ -23,20 +28,16 @@ use crate::protocol::command::{CommandId, CommandTable};
 use crate::proxy::Proxy;
 use crate::redirect::RetryReason;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
-use stats::{BackendVecs, CommandEntry, CommandVecs};
+use sharded::{counter_family, gauge_family, histogram_family, ShardedCounter};
+use stats::{BackendVecs, CommandEntry};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Latency buckets, in seconds, for commands and backend requests: 50 µs to 5 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
-];
 /// Buckets, in seconds, for topology refreshes (one or more `CLUSTER NODES` round trips).
 const REFRESH_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -53,10 +54,9 @@ pub struct Metrics {
     commands: Vec<CommandEntry>,
     /// Where [`CommandId::UNKNOWN`] (and any id the table does not have) is counted.
     other_command: CommandEntry,
-    command_vecs: CommandVecs,
-    commands_in_flight: IntGauge,
-    received_bytes: IntCounter,
-    sent_bytes: IntCounter,
+    command_errors: IntCounterVec,
+    received_bytes: ShardedCounter,
+    sent_bytes: ShardedCounter,
     protocol_errors: IntCounter,
     backend_vecs: BackendVecs,
     nodes: Mutex<HashMap<SocketAddr, Arc<NodeStats>>>,
@@ -105,14 +105,6 @@ impl Metrics {
             r.register(Box::new(v.clone()))?;
             Ok::<_, prometheus::Error>(v)
         };
-        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let v = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
-            )?;
-            r.register(Box::new(v.clone()))?;
-            Ok::<_, prometheus::Error>(v)
-        };
 
         let build = gauge_vec(
             "slotproxy_build_info",
@@ -121,41 +113,15 @@ impl Metrics {
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
-        let command_vecs = CommandVecs {
-            total: counter_vec(
-                "slotproxy_commands_total",
-                "Commands answered, by command (subcommands count as their container; commands \
-                 the table does not know count as other).",
-                &["command"],
-            )?,
-            errors: counter_vec(
-                "slotproxy_command_errors_total",
-                "Commands answered with an error, by command and error code (the reply's first \
-                 word).",
-                &["command", "kind"],
-            )?,
-            duration: histogram_vec(
-                "slotproxy_command_duration_seconds",
-                "Time from reading a command to having its reply ready to write, by command.",
-                &["command"],
-                LATENCY_BUCKETS,
-            )?,
-        };
+        let command_errors = counter_vec(
+            "slotproxy_command_errors_total",
+            "Commands answered with an error, by command and error code (the reply's first \
+             word).",
+            &["command", "kind"],
+        )?;
         let (command_index, commands) = stats::command_entries(commands);
 
         let backend_vecs = BackendVecs {
-            requests: counter_vec(
-                "slotproxy_backend_requests_total",
-                "Requests answered by a node on the shared connections, by node and role.",
-                &["node", "role"],
-            )?,
-            duration: histogram_vec(
-                "slotproxy_backend_request_duration_seconds",
-                "Time from writing a request to a node to reading its reply (shared \
-                 connections), by node and role.",
-                &["node", "role"],
-                LATENCY_BUCKETS,
-            )?,
             connections: gauge_vec(
                 "slotproxy_backend_connections",
                 "Open connections to a node (shared and client-pinned).",
@@ -219,19 +185,9 @@ impl Metrics {
             command_index,
             commands,
             other_command: CommandEntry::new("other".into()),
-            command_vecs,
-            commands_in_flight: gauge(
-                "slotproxy_commands_in_flight",
-                "Commands read from clients whose reply is not ready yet.",
-            )?,
-            received_bytes: counter(
-                "slotproxy_client_received_bytes_total",
-                "Bytes read from clients.",
-            )?,
-            sent_bytes: counter(
-                "slotproxy_client_sent_bytes_total",
-                "Bytes of replies written to clients.",
-            )?,
+            command_errors,
+            received_bytes: ShardedCounter::default(),
+            sent_bytes: ShardedCounter::default(),
             protocol_errors: counter(
                 "slotproxy_protocol_errors_total",
                 "Client connections closed because they sent malformed RESP or exceeded a \
@@ -278,10 +234,12 @@ impl Metrics {
         self.clients_rejected_max_clients.inc();
     }
 
-    /// `n` bytes were read from a client.
+    /// `n` bytes were read from a client; returns the time they arrived, for timing the
+    /// commands in them ([`Timed::start`]).
     #[inline]
-    pub fn received(&self, n: usize) {
-        self.received_bytes.inc_by(n as u64);
+    pub fn received(&self, n: usize) -> Instant {
+        self.received_bytes.add(n as u64);
+        Instant::now()
     }
 
     /// A client broke the protocol (its connection is closed).
@@ -291,22 +249,14 @@ impl Metrics {
 
     // ---- commands ----
 
-    /// Starts timing a command read now; counted in flight until the [`Timed`] is dropped.
-    #[inline]
-    pub fn start_command(&self) -> Timed {
-        Timed::start()
-    }
-
     /// The reply to the command `timed` is ready: counts it, its latency, its error if the
     /// reply is one, and the reply's bytes.
     #[inline]
     pub fn command_done(&self, timed: Timed, reply: &[u8]) {
         let entry = self.command_entry(timed.command());
-        let stats = entry.stats(&self.command_vecs);
-        stats.total.inc();
-        stats.duration.observe(timed.elapsed().as_secs_f64());
+        entry.duration().observe(timed.elapsed());
         if let Some(kind) = ErrorKind::of_reply(reply) {
-            entry.error(&self.command_vecs, kind).inc();
+            entry.error(&self.command_errors, kind).inc();
         }
         self.sent(reply.len());
     }
@@ -314,7 +264,7 @@ impl Metrics {
     /// `n` reply bytes are written to a client.
     #[inline]
     pub fn sent(&self, n: usize) {
-        self.sent_bytes.inc_by(n as u64);
+        self.sent_bytes.add(n as u64);
     }
 
     #[inline]
@@ -364,7 +314,6 @@ impl Metrics {
     pub fn render(&self, proxy: &Proxy) -> Vec<u8> {
         self.client_connections
             .set(proxy.connected_clients() as i64);
-        self.commands_in_flight.set(stats::in_flight());
         self.last_refresh
             .set(proxy.refresher.last_success_unix() as i64);
         let view = proxy.refresher.view();
@@ -383,14 +332,76 @@ impl Metrics {
         self.encode()
     }
 
-    /// The registry in the Prometheus text format, as it is.
+    /// Every metric in the Prometheus text format, as it is.
     pub fn encode(&self) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.extend(self.sharded_families());
+        families.retain(|f| !f.get_metric().is_empty());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail on I/O; a failure would be a malformed metric.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!("encoding metrics: {e}");
         }
         out
+    }
+
+    /// The families kept in sharded counters, summed now.
+    fn sharded_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let commands: Vec<_> = self
+            .commands
+            .iter()
+            .chain([&self.other_command])
+            .filter_map(|c| Some((vec![("command", c.name())], c.snapshot()?)))
+            .collect();
+        let nodes: Vec<Arc<NodeStats>> = {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.values().cloned().collect()
+        };
+        let backend: Vec<_> = nodes
+            .iter()
+            .flat_map(|n| n.snapshots())
+            .map(|(node, role, snap)| (vec![("node", node), ("role", role.as_str())], snap))
+            .collect();
+        vec![
+            counter_family(
+                "slotproxy_commands_total",
+                "Commands answered, by command (subcommands count as their container; commands \
+                 the table does not know count as other).",
+                &sharded::counts(&commands),
+            ),
+            histogram_family(
+                "slotproxy_command_duration_seconds",
+                "Time from reading a command to having its reply ready to write, by command.",
+                &commands,
+            ),
+            counter_family(
+                "slotproxy_backend_requests_total",
+                "Requests answered by a node on the shared connections, by node and role.",
+                &sharded::counts(&backend),
+            ),
+            histogram_family(
+                "slotproxy_backend_request_duration_seconds",
+                "Time from writing a request to a node to reading its reply (shared \
+                 connections), by node and role.",
+                &backend,
+            ),
+            gauge_family(
+                "slotproxy_commands_in_flight",
+                "Commands read from clients whose reply is not ready yet.",
+                &[(vec![], stats::in_flight())],
+            ),
+            counter_family(
+                "slotproxy_client_received_bytes_total",
+                "Bytes read from clients.",
+                &[(vec![], self.received_bytes.get())],
+            ),
+            counter_family(
+                "slotproxy_client_sent_bytes_total",
+                "Bytes of replies written to clients.",
+                &[(vec![], self.sent_bytes.get())],
+            ),
+        ]
     }
 
     /// Wraps the connection-event sink and refresh observer the proxy was started with so that

@@ -2,22 +2,23 @@
 //! command id), per-node backend counters ([`NodeStats`], held by each connection task), the
 //! in-flight stamp of one command ([`Timed`]), and the bounded set of error codes a reply is
 //! counted under ([`ErrorKind`]).
+use super::sharded::{ShardedGauge, ShardedHistogram, Snapshot};
 use crate::backend::BackendError;
 use crate::cluster::topology::Role;
 use crate::protocol::command::{CommandId, CommandTable};
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Commands read but not yet answered, in this process. A process-wide atomic rather than a
-/// field of `Metrics` so that a [`Timed`] can give its count back when it is dropped unanswered
-/// (a client that disconnects with requests in flight) without holding a reference per request.
-static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Commands read but not yet answered, in this process. Process-wide rather than a field of
+/// `Metrics` so that a [`Timed`] can give its count back when it is dropped unanswered (a client
+/// that disconnects with requests in flight) without holding a reference per request.
+static IN_FLIGHT: ShardedGauge = ShardedGauge::new();
 
 pub(super) fn in_flight() -> i64 {
-    IN_FLIGHT.load(Ordering::Relaxed)
+    IN_FLIGHT.get()
 }
 
 /// One command between being read and having its reply ready; in flight until dropped.
@@ -28,10 +29,13 @@ pub struct Timed {
 }
 
 impl Timed {
-    pub(super) fn start() -> Timed {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+    /// A command that arrived at `read_at` (the time of the read that completed it, shared by
+    /// every request of a pipelined batch: one clock read per batch, not per command).
+    #[inline]
+    pub fn start(read_at: Instant) -> Timed {
+        IN_FLIGHT.add(1);
         Timed {
-            started: Instant::now(),
+            started: read_at,
             command: CommandId::UNKNOWN,
         }
     }
@@ -53,7 +57,7 @@ impl Timed {
 
 impl Drop for Timed {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        IN_FLIGHT.add(-1);
     }
 }
 
@@ -147,47 +151,42 @@ impl ErrorKind {
     }
 }
 
-/// The labelled families per-command handles are resolved from.
-pub(super) struct CommandVecs {
-    pub total: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub duration: HistogramVec,
-}
-
-/// One `command` label value's handles.
+/// One `command` label value: its latency histogram (whose count is the command count),
+/// created on first use, and its error counters by kind.
 pub(super) struct CommandEntry {
     name: String,
-    stats: OnceLock<CommandStats>,
+    duration: OnceLock<ShardedHistogram>,
     errors: [OnceLock<IntCounter>; ErrorKind::ALL.len()],
-}
-
-pub(super) struct CommandStats {
-    pub total: IntCounter,
-    pub duration: Histogram,
 }
 
 impl CommandEntry {
     pub fn new(name: String) -> CommandEntry {
         CommandEntry {
             name,
-            stats: OnceLock::new(),
+            duration: OnceLock::new(),
             errors: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
-    /// The command's counter and histogram; resolved by label on the first call only.
-    #[inline]
-    pub fn stats(&self, vecs: &CommandVecs) -> &CommandStats {
-        self.stats.get_or_init(|| CommandStats {
-            total: vecs.total.with_label_values(&[&self.name]),
-            duration: vecs.duration.with_label_values(&[&self.name]),
-        })
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     #[inline]
-    pub fn error(&self, vecs: &CommandVecs, kind: ErrorKind) -> &IntCounter {
+    pub fn duration(&self) -> &ShardedHistogram {
+        self.duration.get_or_init(ShardedHistogram::default)
+    }
+
+    /// What the histogram holds, if the command was ever seen.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.duration.get().map(ShardedHistogram::snapshot)
+    }
+
+    /// The error counter for `kind`, resolved by label on its first use only.
+    #[inline]
+    pub fn error(&self, errors: &IntCounterVec, kind: ErrorKind) -> &IntCounter {
         self.errors[kind as usize]
-            .get_or_init(|| vecs.errors.with_label_values(&[&self.name, kind.as_str()]))
+            .get_or_init(|| errors.with_label_values(&[&self.name, kind.as_str()]))
     }
 }
 
@@ -208,29 +207,25 @@ pub(super) fn command_entries(table: &CommandTable) -> (Vec<u16>, Vec<CommandEnt
     (index, entries)
 }
 
-/// The labelled families per-node handles are resolved from.
-#[derive(Clone)]
+/// The labelled families per-node connection counters are resolved from.
 pub(super) struct BackendVecs {
-    pub requests: IntCounterVec,
-    pub duration: HistogramVec,
     pub connections: IntGaugeVec,
     pub errors: IntCounterVec,
 }
 
 /// One node's backend counters. Each connection task resolves its node's `NodeStats` once
-/// when it starts; per request it then costs a relaxed load (the role), a counter increment
-/// and a histogram observation.
+/// when it starts; per batch of requests it then costs a relaxed load (the role), and per
+/// request a histogram observation (two uncontended adds).
 pub struct NodeStats {
     label: String,
     /// The node's role in the last topology that listed it (`Role as u8`); nodes first seen
     /// through a redirect count as masters until a topology says otherwise.
     role: AtomicU8,
-    /// Requests and latency, by role, resolved on first use.
-    by_role: [OnceLock<(IntCounter, Histogram)>; 2],
+    /// Latency by role (master, replica), created on first use; its count is the request count.
+    by_role: [OnceLock<ShardedHistogram>; 2],
     connections: IntGauge,
     /// Connection errors: connect, lost, timeout.
     errors: [IntCounter; 3],
-    vecs: BackendVecs,
 }
 
 impl std::fmt::Debug for NodeStats {
@@ -250,7 +245,6 @@ impl NodeStats {
             connections: vecs.connections.with_label_values(&[&label]),
             errors: ["connect", "lost", "timeout"]
                 .map(|e| vecs.errors.with_label_values(&[label.as_str(), e])),
-            vecs: vecs.clone(),
             label,
         }
     }
@@ -271,15 +265,19 @@ impl NodeStats {
     /// A request written while the node had `role` was answered after `took`.
     #[inline]
     pub fn observe(&self, role: Role, took: Duration) {
-        let (requests, duration) = self.by_role[role as usize].get_or_init(|| {
-            let labels = [self.label.as_str(), role.as_str()];
-            (
-                self.vecs.requests.with_label_values(&labels),
-                self.vecs.duration.with_label_values(&labels),
-            )
-        });
-        requests.inc();
-        duration.observe(took.as_secs_f64());
+        self.by_role[role as usize]
+            .get_or_init(ShardedHistogram::default)
+            .observe(took);
+    }
+
+    /// The node label, and per role seen, what its histogram holds.
+    pub(super) fn snapshots(&self) -> impl Iterator<Item = (&str, Role, Snapshot)> + '_ {
+        [Role::Master, Role::Replica]
+            .into_iter()
+            .filter_map(move |role| {
+                let h = self.by_role[role as usize].get()?;
+                Some((self.label.as_str(), role, h.snapshot()))
+            })
     }
 
     pub(super) fn connected(&self, up: bool) {
