@@ -23,7 +23,7 @@ pub mod plan;
 pub mod spawn;
 
 pub use form::{form_cluster, FormOptions, FormReport};
-pub use spawn::{spawn_local, stop_local, NodeSpec, NODE_COUNT};
+pub use spawn::{spawn_local, start_node, stop_local, NodeSpec, NODE_COUNT};
 
 /// `slotproxy bootstrap` arguments.
 #[derive(Debug, Clone, clap::Args)]
