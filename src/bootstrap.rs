@@ -214,10 +214,10 @@ pub enum BootstrapError {
         detail: String,
         fix: String,
     },
-    #[error("timed out after {secs}s waiting for {what}; still pending: {pending}. {fix}")]
+    #[error("timed out after {secs:.1}s waiting for {what}; still pending: {pending}. {fix}")]
     Timeout {
         what: String,
-        secs: u64,
+        secs: f64,
         pending: String,
         fix: String,
     },

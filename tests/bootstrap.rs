@@ -375,6 +375,34 @@ fn a_half_formed_cluster_is_completed() {
 }
 
 #[test]
+fn an_interrupted_bootstrap_times_out_clearly_and_a_rerun_completes_it() {
+    let nodes = Nodes::start(6, &ClusterOptions::default());
+    let addrs = nodes.addrs();
+    let impatient = FormOptions {
+        timeout: std::time::Duration::from_millis(1),
+        ..FormOptions::default()
+    };
+    let err = form_cluster(&addrs, &impatient, &Progress::stdout()).unwrap_err();
+    assert!(matches!(err, BootstrapError::Timeout { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("timed out") && msg.contains("still pending"),
+        "{msg}"
+    );
+    assert!(msg.contains("port+10000"), "{msg}");
+    // Slots, epochs and meetings happened; replicas did not.
+    assert_eq!(cluster_info(addrs[0], "cluster_slots_assigned"), "16384");
+    assert_eq!(
+        info_field(addrs[5], "replication", "role").as_deref(),
+        Some("master")
+    );
+
+    let report = form_cluster(&addrs, &FormOptions::default(), &Progress::stdout()).unwrap();
+    assert!(!report.already_formed);
+    assert_well_formed(&addrs);
+}
+
+#[test]
 fn errors_say_how_to_fix_them() {
     // redis-server missing.
     let empty = tempfile::tempdir().unwrap();
@@ -419,6 +447,34 @@ fn errors_say_how_to_fix_them() {
     );
     assert!(stderr.contains("--base-port"), "{stderr}");
     assert!(spawned_pids(&dir).is_empty(), "a node was started");
+
+    // A node with cluster mode off.
+    let plain_port = support::free_port();
+    let plain_dir = tempfile::tempdir().unwrap();
+    let mut plain = Command::new(support::redis_server_path())
+        .args([
+            "--port",
+            &plain_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(plain_dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plain_addrs = vec![local(plain_port)];
+    plain_addrs.extend((1..6).map(|i| local(base + i)));
+    let err = form_cluster(&plain_addrs, &FormOptions::default(), &Progress::silent());
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+    let msg = err.unwrap_err().to_string();
+    assert!(
+        msg.contains("cluster mode off") && msg.contains("cluster-enabled yes"),
+        "{msg}"
+    );
 
     // A node that never answers.
     let silent = support::free_base_port(6);

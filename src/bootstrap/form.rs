@@ -366,7 +366,7 @@ fn wait_for(
         if start.elapsed() >= opts.timeout {
             return Err(BootstrapError::Timeout {
                 what: what.to_string(),
-                secs: opts.timeout.as_secs(),
+                secs: opts.timeout.as_secs_f64(),
                 pending: pending.join("; "),
                 fix: fix.to_string(),
             });
