@@ -33,13 +33,13 @@ pub struct BootstrapArgs {
     #[arg(long)]
     pub spawn: bool,
     /// With --spawn: where each node gets its directory (DIR/node-PORT: config, data, pid, log).
-    #[arg(long, default_value = "cluster", requires = "spawn")]
+    #[arg(long, default_value = "cluster", conflicts_with = "nodes")]
     pub dir: PathBuf,
     /// With --spawn: the first node's port; nodes use N..N+5 and cluster bus ports N+10000...
-    #[arg(long, default_value_t = 5001, requires = "spawn")]
+    #[arg(long, default_value_t = 5001, conflicts_with = "nodes")]
     pub base_port: u16,
     /// With --spawn: the address the nodes listen on.
-    #[arg(long, default_value = "127.0.0.1", requires = "spawn")]
+    #[arg(long, default_value = "127.0.0.1", conflicts_with = "nodes")]
     pub bind: String,
     /// Form the cluster from six running nodes, HOST:PORT comma-separated; the first three
     /// become masters, the last three their replicas.
@@ -240,4 +240,48 @@ pub enum BootstrapError {
         context: String,
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BootstrapArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BootstrapArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bootstrap").chain(args.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn parses_both_modes_with_the_issue_defaults() {
+        let spawn = parse(&["--spawn"]).unwrap();
+        assert!(spawn.spawn && spawn.nodes.is_empty());
+        assert_eq!(
+            (spawn.dir, spawn.base_port, spawn.bind.as_str()),
+            (PathBuf::from("cluster"), 5001, "127.0.0.1")
+        );
+        let nodes = parse(&["--nodes", "10.0.0.1:6379,10.0.0.2:6379"]).unwrap();
+        assert_eq!(nodes.nodes, ["10.0.0.1:6379", "10.0.0.2:6379"]);
+        assert!(parse(&[]).is_err(), "a mode is required");
+        assert!(parse(&["--spawn", "--nodes", "a:1"]).is_err());
+        assert!(parse(&["--nodes", "a:1", "--base-port", "7000"]).is_err());
+    }
+
+    #[test]
+    fn resolves_nodes_and_wildcard_binds() {
+        let addrs = resolve_nodes(&["127.0.0.1:5001".into(), " localhost:5002".into()]).unwrap();
+        assert_eq!(addrs[0], "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(addrs[1].port(), 5002);
+        assert!(resolve_nodes(&["nonsense".into()]).is_err());
+        assert_eq!(
+            connect_addr("0.0.0.0".parse().unwrap(), 1),
+            "127.0.0.1:1".parse().unwrap()
+        );
+    }
 }
