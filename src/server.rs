@@ -133,7 +133,9 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs the proxy until stopped: binds, starts, serves.
+/// Runs the proxy until stopped: binds, starts, serves. Prints one `ready` line on stdout once
+/// the listener is bound and (within a short wait) the topology is known, so scripts and
+/// newcomers can tell when to connect.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
         anyhow::anyhow!(
@@ -147,13 +149,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let proxy = start(config).await?;
     if let (Some(l), Some(m)) = (metrics_listener, &proxy.metrics) {
-        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        let at = l.local_addr()?;
+        tracing::info!("metrics on http://{at}/metrics");
+        println!("slotproxy metrics: http://{at}/metrics (also /healthz, /readyz)");
         tokio::spawn(metrics::http::serve(l, proxy.clone(), m.clone()));
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while proxy.refresher.view().topology.slots_covered() < crate::cluster::slot::SLOT_COUNT
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let covered = proxy.refresher.view().topology.slots_covered();
+    let addr = listener.local_addr()?;
     tracing::info!(
-        "slotproxy {} listening on {}",
-        env!("CARGO_PKG_VERSION"),
-        listener.local_addr()?
+        "slotproxy {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
     );
+    println!("slotproxy ready: listening on {addr} ({covered}/16384 slots covered)");
     serve(proxy, listener).await
 }
