@@ -275,13 +275,59 @@ fn exposed(metrics: &str, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }
 
+fn cluster_cmd(node: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd("CLUSTER");
+    for a in args {
+        cmd.arg(*a);
+    }
+    match cmd.query::<redis::Value>(node).expect("CLUSTER command") {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Moves an empty slot from its master to another by hand, so that one STRLEN through the proxy
+/// meets `-ASK` (while the slot is migrating) and one meets `-MOVED` (after, with the proxy's
+/// topology not yet refreshed). The proxy follows both; the client sees neither.
+fn redirect_once_each(cluster: &support::Cluster, proxy: &mut redis::Connection) {
+    let key = "{metrics-redirect}k";
+    let slot = slotproxy::cluster::slot::key_slot(key.as_bytes()).0;
+    let source = cluster.master_of_slot(slot);
+    let target = *cluster
+        .masters()
+        .iter()
+        .find(|m| **m != source)
+        .expect("another master");
+    let (mut src, mut tgt) = (cluster.client(source), cluster.client(target));
+    let src_id = cluster_cmd(&mut src, &["MYID"]);
+    let tgt_id = cluster_cmd(&mut tgt, &["MYID"]);
+    let slot = slot.to_string();
+    cluster_cmd(&mut tgt, &["SETSLOT", &slot, "IMPORTING", &src_id]);
+    cluster_cmd(&mut src, &["SETSLOT", &slot, "MIGRATING", &tgt_id]);
+    let strlen = |c: &mut redis::Connection| -> i64 {
+        redis::cmd("STRLEN").arg(key).query(c).expect("STRLEN")
+    };
+    assert_eq!(strlen(proxy), 0, "answered by the target after ASK");
+    cluster_cmd(&mut tgt, &["SETSLOT", &slot, "NODE", &tgt_id]);
+    cluster_cmd(&mut src, &["SETSLOT", &slot, "NODE", &tgt_id]);
+    assert_eq!(strlen(proxy), 0, "answered by the target after MOVED");
+}
+
 #[test]
 fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_has_data() {
     let cluster = support::Cluster::start();
     let metrics_addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    // No timer refresh during the test: the MOVED below must meet the proxy's old topology.
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(config.path(), "refresh_interval_ms = 600000\n").expect("writing config");
     let proxy = support::Proxy::start(
         &cluster.nodes(),
-        &["--metrics-listen", &metrics_addr.to_string()],
+        &[
+            "--metrics-listen",
+            &metrics_addr.to_string(),
+            "--config",
+            &config.path().display().to_string(),
+        ],
     );
 
     // Health endpoints: alive, and ready once the topology covers every slot (it does: the
@@ -332,6 +378,7 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_has_data() {
     }
     let mut second = proxy.client();
     let _: String = redis::cmd("PING").query(&mut second).expect("PING");
+    redirect_once_each(&cluster, &mut con);
 
     let q = |sel: &str| format!("sum({sel})");
     prometheus.wait_for(r#"slotproxy_commands_total{command="get"}"#, GETS as f64);
@@ -367,6 +414,16 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_has_data() {
     );
     prometheus.wait_for(r#"slotproxy_build_info{version!=""}"#, 1.0);
     prometheus.wait_for("up", 1.0);
+    prometheus.wait_for(r#"slotproxy_commands_total{command="strlen"}"#, 2.0);
+    for series in [
+        r#"slotproxy_redirections_total{type="ask"}"#,
+        r#"slotproxy_redirections_total{type="moved"}"#,
+        r#"slotproxy_retries_total{reason="ask"}"#,
+        r#"slotproxy_retries_total{reason="moved"}"#,
+        r#"sum(slotproxy_topology_refreshes_total{trigger="moved"})"#,
+    ] {
+        prometheus.wait_for(&format!("{series} >= bool 1"), 1.0);
+    }
     // Every GET, SET, INCR and LPUSH went to a master over a shared connection.
     let backend = prometheus.value(&q(r#"slotproxy_backend_requests_total{role="master"}"#));
     let forwarded = (GETS + SETS + 1 + INCR_ERRORS + WRONGTYPE_ERRORS) as f64 + sets_before;
