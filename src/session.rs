@@ -138,15 +138,12 @@ impl Reader {
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
                         };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
-                        match (pending, timed, &self.proxy.metrics) {
-                            (Some(p), timed, _) => {
-                                if self.tx.send((p, timed)).await.is_err() {
-                                    return;
-                                }
+                        if let Some(p) = pending {
+                            if self.tx.send((p, timed)).await.is_err() {
+                                return;
                             }
-                            // Answered on the subscription connection.
-                            (None, Some(t), Some(m)) => m.command_done(t, b""),
-                            (None, _, _) => {}
+                        } else if let (Some(t), Some(m)) = (timed, &self.proxy.metrics) {
+                            m.command_done(t, b""); // answered on the subscription connection
                         }
                         if stop {
                             return;

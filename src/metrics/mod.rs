@@ -1,7 +1,7 @@
 //! Prometheus metrics. This module owns the registry and every metric the proxy exports
 //! (listed with their meaning in `docs/metrics.md`), the handles the hot path uses, and the
 //! adapters that feed it from backend connection events ([`ConnEvents`]) and topology refreshes
-//! ([`RefreshObserver`]). [`http`] serves them; [`process`] reads the process's own numbers
+//! ([`RefreshObserver`]). [`http`] serves them; `process` reads the process's own numbers
 //! from `/proc` at scrape time.
 //!
 //! Cost on the hot path is a few relaxed, uncontended atomic adds per request: labelled
@@ -10,7 +10,7 @@
 //! when it starts. Children whose label values depend on traffic (a command, a node's role) are
 //! created on first use behind a `OnceLock`, so `/metrics` does not list hundreds of never-used
 //! commands. What every request touches (latency histograms, whose counts are the request
-//! counts; bytes; commands in flight) is sharded by thread ([`sharded`]) so two cores never
+//! counts; bytes; commands in flight) is sharded by thread (`sharded`) so two cores never
 //! fight over a cache line; the rarer events (errors, retries, connections, refreshes) use the
 //! prometheus crate's own types. Nothing on the request path looks a label up by string or
 //! takes a lock.
@@ -43,7 +43,8 @@ const REFRESH_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Every metric, registered in one registry, with the handles resolved.
+/// Every metric, with its handles resolved: rare events in a prometheus [`Registry`], what each
+/// request touches in thread-sharded counters that [`Metrics::encode`] adds to the exposition.
 pub struct Metrics {
     registry: Registry,
     client_connections: IntGauge,
