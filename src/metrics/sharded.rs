@@ -152,10 +152,8 @@ impl ShardedHistogram {
     #[inline]
     pub fn observe(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let i = BOUNDS_NANOS
-            .iter()
-            .position(|&b| nanos <= b)
-            .unwrap_or(BUCKETS);
+        // The first bound >= nanos (`le` semantics); BUCKETS (`+Inf`) past the last.
+        let i = BOUNDS_NANOS.partition_point(|&b| b < nanos);
         let s = &self.shards[shard()];
         s.buckets[i].fetch_add(1, Ordering::Relaxed);
         s.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
