@@ -264,3 +264,32 @@ fn redis_benchmark_runs_clean_through_the_proxy() {
         );
     }
 }
+
+#[test]
+fn both_runtime_shapes_serve_many_connections() {
+    let cluster = Cluster::start();
+    for shape in ["per-core", "work-stealing"] {
+        let proxy = Proxy::start(
+            &cluster.nodes(),
+            &["--runtime", shape, "--worker-threads", "2"],
+        );
+        // Enough connections that SO_REUSEPORT spreads them over both per-core workers.
+        let mut conns: Vec<redis::Connection> = (0..16).map(|_| proxy.client()).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            let _: () = c.set(format!("{shape}:{i}"), i).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let keys: Vec<String> = (0..16).map(|j| format!("{shape}:{j}")).collect();
+            let vals: Vec<usize> = redis::cmd("MGET").arg(&keys).query(c).unwrap();
+            assert_eq!(vals, (0..16).collect::<Vec<_>>(), "{shape} connection {i}");
+        }
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut conns[0])
+            .unwrap();
+        assert!(
+            clients.contains("connected_clients:16"),
+            "{shape}: {clients}"
+        );
+    }
+}

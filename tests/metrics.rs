@@ -327,6 +327,9 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_has_data() {
             &metrics_addr.to_string(),
             "--config",
             &config.path().display().to_string(),
+            // Two per-core workers, each with its own topology refresher (see below).
+            "--worker-threads",
+            "2",
         ],
     );
 
@@ -408,9 +411,10 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_has_data() {
     prometheus.wait_for(r#"slotproxy_cluster_nodes{role="master",state="ok"}"#, 3.0);
     prometheus.wait_for("slotproxy_commands_in_flight", 0.0);
     prometheus.wait_for("slotproxy_client_connections", 2.0);
+    // One startup refresh per worker: each per-core worker keeps its own view.
     prometheus.wait_for(
         r#"slotproxy_topology_refreshes_total{trigger="startup",result="updated"}"#,
-        1.0,
+        2.0,
     );
     prometheus.wait_for(r#"slotproxy_build_info{version!=""}"#, 1.0);
     prometheus.wait_for("up", 1.0);
