@@ -376,12 +376,16 @@ impl Reader {
         }
     }
 
+    /// The master serving the slot of `req`'s keys (any master when it has none).
+    fn master_for_keys(&mut self, info: &CommandInfo, req: &Request) -> Result<SocketAddr, Bytes> {
+        let slot = self
+            .slot_of(info, req)
+            .map_err(|e| route_error(&self.proxy, e))?;
+        self.master_for(slot)
+    }
+
     fn blocking(&mut self, info: &CommandInfo, req: Request) -> Pending {
-        let addr = match self
-            .slot_of(info, &req)
-            .map_err(|e| route_error(&self.proxy, e))
-            .and_then(|s| self.master_for(s))
-        {
+        let addr = match self.master_for_keys(info, &req) {
             Ok(a) => a,
             Err(e) => return Pending::Ready(e),
         };
@@ -410,11 +414,7 @@ impl Reader {
             "exec" => Pending::Ready(reply::error("ERR EXEC without MULTI")),
             "discard" => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
             "watch" => {
-                let addr = match self
-                    .slot_of(info, &req)
-                    .map_err(|e| route_error(&self.proxy, e))
-                    .and_then(|s| self.master_for(s))
-                {
+                let addr = match self.master_for_keys(info, &req) {
                     Ok(a) => a,
                     Err(e) => return Pending::Ready(e),
                 };

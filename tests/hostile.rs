@@ -39,8 +39,8 @@ fn assert_alive(bystander: &mut redis::Connection, proxy: &Proxy) {
     assert_eq!(pong, "PONG");
 }
 
-#[test]
-fn protocol_errors_close_only_the_offender() {
+/// A cluster, a proxy, and a well-behaved client that must stay unaffected.
+fn with_bystander() -> (Cluster, Proxy, redis::Connection) {
     let cluster = Cluster::start();
     let proxy = Proxy::start(&cluster.nodes(), &[]);
     let mut bystander = proxy.client();
@@ -49,6 +49,12 @@ fn protocol_errors_close_only_the_offender() {
         .arg("still here")
         .query(&mut bystander)
         .unwrap();
+    (cluster, proxy, bystander)
+}
+
+#[test]
+fn protocol_errors_close_only_the_offender() {
+    let (_cluster, proxy, mut bystander) = with_bystander();
 
     let mut nested = Vec::new();
     for _ in 0..20_000 {
@@ -136,14 +142,7 @@ fn ignorable_input_and_command_errors_keep_the_connection() {
 
 #[test]
 fn binary_garbage_and_half_commands_do_not_hurt_anyone() {
-    let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let mut bystander = proxy.client();
-    let _: () = redis::cmd("SET")
-        .arg("bystander")
-        .arg("still here")
-        .query(&mut bystander)
-        .unwrap();
+    let (_cluster, proxy, mut bystander) = with_bystander();
     // Deterministic pseudo-random garbage (xorshift), several seeds.
     for seed in 1..=20u64 {
         let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15);
