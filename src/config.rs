@@ -51,7 +51,7 @@ impl Default for Config {
             metrics_listen: None,
             password: None,
             max_clients: 10_000,
-            backend_connections: 2,
+            backend_connections: 1,
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(5),
