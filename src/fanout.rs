@@ -40,22 +40,31 @@ pub struct Fanout {
 }
 
 /// One slot's share of a multi-key request.
-struct Part {
-    slot: Slot,
-    args: Vec<u32>,
-    positions: Vec<u32>,
+#[derive(Debug)]
+pub struct Part {
+    pub slot: Slot,
+    /// Argument indices (into the client's request) this part sends after the command name.
+    pub args: Vec<u32>,
+    /// Positions (among the client's keys) of this part's keys, for merging MGET replies.
+    pub positions: Vec<u32>,
 }
 
-/// Splits a multi-key request whose keys (at `keys`) span slots into one request per slot and
-/// sends them. `Err` is the reply when a part cannot be routed.
-pub fn split(
-    proxy: &Proxy,
-    client: Client,
-    req: &Request,
-    kind: SplitKind,
-    keys: &[usize],
-    readonly: bool,
-) -> Result<Fanout, Bytes> {
+impl Part {
+    /// This part as a request of its own: the client's command name, then its arguments.
+    pub fn encode(&self, req: &Request) -> Bytes {
+        let mut b = BytesMut::with_capacity(64);
+        put_array_header(&mut b, self.args.len() + 1);
+        put_bulk(&mut b, req.arg(0));
+        for &a in &self.args {
+            put_bulk(&mut b, req.arg(a as usize));
+        }
+        b.freeze()
+    }
+}
+
+/// Groups the keys of `req` (argument indices `keys`) by slot, in order of first appearance: the
+/// pure half of [`split`], separate so it can be measured without sockets.
+pub fn group_by_slot(req: &Request, kind: SplitKind, keys: &[usize]) -> Vec<Part> {
     let mut parts: Vec<Part> = Vec::new();
     for (pos, &k) in keys.iter().enumerate() {
         let slot = key_slot(req.arg(k));
@@ -76,18 +85,26 @@ pub fn split(
         }
         part.positions.push(pos as u32);
     }
+    parts
+}
+
+/// Splits a multi-key request whose keys (at `keys`) span slots into one request per slot and
+/// sends them. `Err` is the reply when a part cannot be routed.
+pub fn split(
+    proxy: &Proxy,
+    client: Client,
+    req: &Request,
+    kind: SplitKind,
+    keys: &[usize],
+    readonly: bool,
+) -> Result<Fanout, Bytes> {
+    let parts = group_by_slot(req, kind, keys);
     let mut forwards = Vec::with_capacity(parts.len());
     for p in &parts {
-        let mut b = BytesMut::with_capacity(64);
-        put_array_header(&mut b, p.args.len() + 1);
-        put_bulk(&mut b, req.arg(0));
-        for &a in &p.args {
-            put_bulk(&mut b, req.arg(a as usize));
-        }
         forwards.push(Forward::start(
             proxy,
             client,
-            b.freeze(),
+            p.encode(req),
             Some(p.slot),
             readonly,
         )?);

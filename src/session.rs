@@ -114,20 +114,38 @@ impl Reader {
             max_inline_len: c.max_inline_len,
         });
         let idle = c.client_idle_timeout;
-        let mut buf = BytesMut::with_capacity(4096);
+        // The read buffer exists only while the client has bytes for us: it is allocated when
+        // the socket turns readable and dropped when the socket has nothing more and every
+        // complete request is cut off it, so an idle client holds none (4 KiB less per idle
+        // connection), while a busy one keeps reading into the same buffer.
+        let mut buf = BytesMut::new();
         loop {
-            let n = match idle {
-                Some(t) => match tokio::time::timeout(t, read.read_buf(&mut buf)).await {
+            let ready = match idle {
+                Some(t) => match tokio::time::timeout(t, read.readable()).await {
                     Ok(r) => r,
                     Err(_) => return, // idle too long: Redis closes silently too
                 },
-                None => read.read_buf(&mut buf).await,
+                None => read.readable().await,
+            };
+            if ready.is_err() {
+                return;
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096.max(buf.len()));
+            }
+            let n = match read_once(&mut read, &mut buf).await {
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(n)) => n,
+                None => {
+                    // The readiness was stale: wait again, without the buffer if it is empty.
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                    continue;
+                }
             };
             // Requests framed from this read arrived now: one clock read per read (metrics).
-            let read_at = match n {
-                Ok(0) | Err(_) => return,
-                Ok(n) => self.proxy.metrics.as_ref().map(|m| m.received(n)),
-            };
+            let read_at = self.proxy.metrics.as_ref().map(|m| m.received(n));
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
@@ -158,10 +176,8 @@ impl Reader {
                     }
                 }
             }
-            if buf.is_empty() && buf.capacity() > 64 * 1024 {
-                buf = BytesMut::with_capacity(4096); // give back a big buffer once drained
-            } else if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096.max(buf.len()));
+            if buf.is_empty() {
+                buf = BytesMut::new(); // nothing pending: an idle client holds no buffer
             }
         }
     }
@@ -535,6 +551,22 @@ impl Reader {
     }
 }
 
+/// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
+/// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
+/// WouldBlock read syscall.
+async fn read_once(read: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(read.read_buf(buf));
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 fn unsupported(info: &CommandInfo) -> Bytes {
     reply::error(&format!(
         "ERR slotproxy does not support '{}' (see README: what is not supported)",
@@ -544,7 +576,8 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 
 /// Writes replies in request order, batching whatever is ready into one write.
 async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Owed>) {
-    let mut out = BytesMut::with_capacity(4096);
+    // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
+    let mut out = BytesMut::new();
     let mut next: Option<Owed> = None;
     loop {
         let (pending, timed) = match next.take() {
@@ -634,7 +667,7 @@ async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> bool {
     let ok = write.write_all(out).await.is_ok();
     out.clear();
     if out.capacity() > 256 * 1024 {
-        *out = BytesMut::with_capacity(4096);
+        *out = BytesMut::new();
     }
     ok
 }
