@@ -26,6 +26,19 @@ pub struct Config {
     /// Requests one client may have in flight before the proxy stops reading from it.
     pub max_pipeline: usize,
     pub worker_threads: usize,
+    pub runtime: RuntimeShape,
+}
+
+/// How the proxy uses its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeShape {
+    /// One single-threaded runtime per worker, each with its own listener (SO_REUSEPORT), backend
+    /// connections and topology refresher: a request never crosses threads.
+    #[default]
+    PerCore,
+    /// One work-stealing runtime shared by every worker.
+    WorkStealing,
 }
 
 impl Default for Config {
@@ -38,7 +51,7 @@ impl Default for Config {
             metrics_listen: None,
             password: None,
             max_clients: 10_000,
-            backend_connections: 2,
+            backend_connections: 1,
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(5),
@@ -48,6 +61,7 @@ impl Default for Config {
             max_inline_len: 64 * 1024,
             max_pipeline: 1024,
             worker_threads: 0,
+            runtime: RuntimeShape::PerCore,
         }
     }
 }
@@ -75,6 +89,7 @@ pub struct FileConfig {
     pub max_pipeline: Option<usize>,
     /// 0 = one per core.
     pub worker_threads: Option<usize>,
+    pub runtime: Option<RuntimeShape>,
 }
 
 /// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
@@ -107,6 +122,9 @@ pub struct ServeArgs {
     /// Runtime worker threads, 0 = one per core [default: 0]
     #[arg(long, env = "SLOTPROXY_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// per-core (a single-threaded runtime per worker) or work-stealing [default: per-core]
+    #[arg(long, value_enum, env = "SLOTPROXY_RUNTIME")]
+    pub runtime: Option<RuntimeShape>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +208,7 @@ impl Config {
                 .worker_threads
                 .or(file.worker_threads)
                 .unwrap_or(d.worker_threads),
+            runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
         };
         config.validate()?;
         Ok(config)

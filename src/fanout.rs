@@ -25,8 +25,11 @@ pub enum Merge {
     Concat,
     /// The first non-null reply (RANDOMKEY).
     FirstNonNull,
-    /// Every part answers the same; that answer (SCRIPT LOAD).
+    /// Every part answers the same; that answer (SCRIPT LOAD, FUNCTION LOAD).
     Same,
+    /// Arrays of 0/1 integers, and-ed element by element (SCRIPT EXISTS: a script is there
+    /// only if every master has it).
+    AndInts,
 }
 
 /// A request split over several nodes, parts in flight.
@@ -155,11 +158,100 @@ pub fn all_masters_merge(name: &str) -> Option<Merge> {
     Some(match name {
         "dbsize" => Merge::SumInts,
         "keys" => Merge::Concat,
-        "flushall" | "flushdb" | "script|flush" => Merge::AllOk,
+        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
+        | "function|restore" => Merge::AllOk,
         "randomkey" => Merge::FirstNonNull,
-        "script|load" => Merge::Same,
+        "script|load" | "function|load" => Merge::Same,
+        "script|exists" => Merge::AndInts,
         _ => return None,
     })
+}
+
+/// Bits of a client's SCAN cursor that say which master is being scanned; the node's own cursor
+/// is kept in the bits above them.
+const SCAN_MASTER_BITS: u32 = 8;
+
+/// A SCAN over every master in turn, one master at a time.
+#[derive(Debug)]
+pub struct Scan {
+    part: Forward,
+    master: u64,
+    masters: u64,
+}
+
+/// Starts a SCAN step: the client's cursor names the master (ordered by address) and that
+/// master's own cursor.
+pub fn scan(proxy: &Proxy, client: Client, req: &Request) -> Result<Scan, Bytes> {
+    let invalid = || reply::error("ERR invalid cursor");
+    let cursor: u64 = std::str::from_utf8(req.arg(1))
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(invalid)?;
+    let view = proxy.refresher.view();
+    let mut masters = view.topology.serving_masters();
+    if masters.is_empty() {
+        return Err(route_error(proxy, RouteError::Uncovered(None)));
+    }
+    masters.sort_by_key(|&m| view.topology.nodes()[m].addr);
+    let master = cursor & ((1 << SCAN_MASTER_BITS) - 1);
+    let Some(&node) = masters.get(master as usize) else {
+        return Err(invalid());
+    };
+    let slot = (0..16384u16)
+        .map(Slot)
+        .find(|s| view.topology.master_of(*s) == Some(node));
+    let mut b = BytesMut::with_capacity(req.bytes().len() + 8);
+    put_array_header(&mut b, req.argc());
+    put_bulk(&mut b, req.arg(0));
+    put_bulk(&mut b, (cursor >> SCAN_MASTER_BITS).to_string().as_bytes());
+    for i in 2..req.argc() {
+        put_bulk(&mut b, req.arg(i));
+    }
+    let part = Forward::start(proxy, client, b.freeze(), slot, false)?;
+    Ok(Scan {
+        part,
+        master,
+        masters: masters.len() as u64,
+    })
+}
+
+impl Scan {
+    /// The node's reply with its cursor turned into the client's: the next master's start when
+    /// this master is done, 0 when the last one is.
+    pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
+        let r = self.part.finish(proxy, client).await;
+        if r.first() == Some(&b'-') {
+            return r;
+        }
+        let unexpected = || reply::error("ERR slotproxy: unexpected SCAN reply from a node");
+        let Some(items) = split_array(&r) else {
+            return unexpected();
+        };
+        let [cursor, keys] = items.as_slice() else {
+            return unexpected();
+        };
+        let node_cursor: Option<u64> = crate::backend::control::bulk_payload(cursor)
+            .ok()
+            .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
+        let Some(node_cursor) = node_cursor else {
+            return unexpected();
+        };
+        let next = if node_cursor != 0 {
+            if node_cursor >> (64 - SCAN_MASTER_BITS) != 0 {
+                return reply::error("ERR slotproxy: node cursor too large to carry");
+            }
+            (node_cursor << SCAN_MASTER_BITS) | self.master
+        } else if self.master + 1 < self.masters {
+            self.master + 1
+        } else {
+            0
+        };
+        let mut out = BytesMut::with_capacity(r.len() + 8);
+        put_array_header(&mut out, 2);
+        put_bulk(&mut out, next.to_string().as_bytes());
+        out.extend_from_slice(keys);
+        out.freeze()
+    }
 }
 
 impl Fanout {
@@ -238,6 +330,29 @@ fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes {
             .into_iter()
             .find(|r| !matches!(&r[..], b"$-1\r\n" | b"_\r\n" | b"*-1\r\n"))
             .unwrap_or_else(|| reply::null(client.proto)),
+        Merge::AndInts => {
+            let mut acc: Option<Vec<bool>> = None;
+            for r in &replies {
+                let Some(items) = split_array(r) else {
+                    return unexpected();
+                };
+                let bits: Vec<bool> = items.iter().map(|i| parse_integer(i) == Some(1)).collect();
+                acc = Some(match acc {
+                    None => bits,
+                    Some(a) if a.len() == bits.len() => {
+                        a.iter().zip(bits).map(|(x, y)| *x && y).collect()
+                    }
+                    Some(_) => return unexpected(),
+                });
+            }
+            let acc = acc.unwrap_or_default();
+            let mut out = BytesMut::new();
+            put_array_header(&mut out, acc.len());
+            for b in acc {
+                reply::put_integer(&mut out, b as i64);
+            }
+            out.freeze()
+        }
         Merge::Same => {
             let first = replies.first().cloned().unwrap_or_else(unexpected);
             if replies.iter().all(|r| *r == first) {

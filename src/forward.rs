@@ -111,7 +111,6 @@ impl Forward {
                         return b;
                     };
                     let (step, reason) = after_redirect(&redirect, self.attempt);
-                    proxy.observe_retry(reason);
                     if matches!(redirect, Redirect::Moved { .. }) {
                         proxy.refresher.trigger(Trigger::Moved);
                     } else if matches!(redirect, Redirect::ClusterDown) {
@@ -120,6 +119,7 @@ impl Forward {
                     if step == Step::GiveUp {
                         return b;
                     }
+                    proxy.observe_retry(reason);
                     step
                 }
                 Err(e) => {

@@ -16,6 +16,7 @@
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands.
+//! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
 //! - [`backend::conn`]: one multiplexed, pipelined backend socket.
 //! - [`backend::control`]: one-off control-path queries (`CLUSTER NODES`, `COMMAND`).
@@ -24,6 +25,8 @@
 //! - [`cluster::slot`]: `Slot` and `key_slot()`.
 //! - [`cluster::topology`]: immutable `Topology` and the `CLUSTER NODES` parser.
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
+//! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
+//!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
@@ -34,8 +37,10 @@ pub mod config;
 pub mod fanout;
 pub mod forward;
 pub mod local;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod pubsub;
 pub mod redirect;
 pub mod router;
 pub mod server;

@@ -86,11 +86,5 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_max_level(level)
         .with_target(false)
         .init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
-        rt.worker_threads(config.worker_threads);
-    }
-    rt.enable_all()
-        .build()?
-        .block_on(slotproxy::server::run(config))
+    slotproxy::server::run(config)
 }

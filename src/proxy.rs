@@ -2,6 +2,7 @@
 //! and the connection pool) and the command table. The proxy keeps no data of its own.
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,9 +14,27 @@ pub struct Proxy {
     pub refresher: Arc<Refresher>,
     pub commands: Arc<CommandTable>,
     pub started: Instant,
-    next_session: AtomicU64,
+    /// `None` when metrics are off (no `metrics_listen`): the hot path then counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
+    counters: Arc<Counters>,
     spread: AtomicU64,
+}
+
+/// Process-wide counters, shared by every worker's `Proxy`: client ids stay unique and the
+/// client limit holds for the whole process.
+#[derive(Debug)]
+pub struct Counters {
+    next_session: AtomicU64,
     clients: AtomicUsize,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            next_session: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Proxy {
@@ -25,14 +44,25 @@ impl Proxy {
             refresher,
             commands,
             started: Instant::now(),
-            next_session: AtomicU64::new(1),
+            metrics: None,
+            counters: Arc::new(Counters::default()),
             spread: AtomicU64::new(0),
-            clients: AtomicUsize::new(0),
         }
     }
 
+    /// Shares `counters` with the other workers' proxies.
+    pub fn with_counters(mut self, counters: Arc<Counters>) -> Proxy {
+        self.counters = counters;
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Proxy {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
+        self.counters.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A value that spreads keyless commands over masters and reads over replicas.
@@ -43,23 +73,32 @@ impl Proxy {
 
     /// Counts a client in; `false` (and nothing counted) when the limit is reached.
     pub fn admit_client(&self) -> bool {
-        let n = self.clients.fetch_add(1, Ordering::Relaxed);
+        let n = self.counters.clients.fetch_add(1, Ordering::Relaxed);
         if n >= self.config.max_clients {
-            self.clients.fetch_sub(1, Ordering::Relaxed);
+            self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.client_rejected();
+            }
             return false;
+        }
+        if let Some(m) = &self.metrics {
+            m.client_accepted();
         }
         true
     }
 
     pub fn release_client(&self) {
-        self.clients.fetch_sub(1, Ordering::Relaxed);
+        self.counters.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn connected_clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.counters.clients.load(Ordering::Relaxed)
     }
 
     pub fn observe_retry(&self, reason: RetryReason) {
         tracing::trace!(reason = reason.as_str(), "retry");
+        if let Some(m) = &self.metrics {
+            m.retry(reason);
+        }
     }
 }

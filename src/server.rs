@@ -5,25 +5,47 @@ use crate::backend::pool::Pool;
 use crate::backend::{control, ConnEvents, NoEvents};
 use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
 use crate::config::Config;
+use crate::config::RuntimeShape;
+use crate::metrics::{self, Metrics};
 use crate::protocol::command::CommandTable;
 use crate::protocol::reply::{self, Proto};
-use crate::proxy::Proxy;
+use crate::proxy::{Counters, Proxy};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-/// Builds the shared state for `config`: pool, refresher (started), command table.
-pub async fn start(config: Config) -> anyhow::Result<Arc<Proxy>> {
-    let events: Arc<dyn ConnEvents> = Arc::new(NoEvents);
-    start_with(config, events, Box::new(NoObserver)).await
+/// What every worker shares: the command table, metrics and process-wide counters.
+#[derive(Clone)]
+pub struct Shared {
+    pub commands: Arc<CommandTable>,
+    pub metrics: Option<Arc<Metrics>>,
+    pub counters: Arc<Counters>,
 }
 
-pub async fn start_with(
-    config: Config,
-    events: Arc<dyn ConnEvents>,
-    observer: Box<dyn crate::cluster::refresher::RefreshObserver>,
-) -> anyhow::Result<Arc<Proxy>> {
+/// Loads the command table (from the cluster, else the shipped one) and builds the metrics.
+pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
+    let commands = Arc::new(load_commands(config).await);
+    let metrics = match config.metrics_listen {
+        Some(_) => Some(Arc::new(Metrics::new(&commands)?)),
+        None => None,
+    };
+    Ok(Shared {
+        commands,
+        metrics,
+        counters: Arc::new(Counters::default()),
+    })
+}
+
+/// One worker's proxy: its own connection pool and topology refresher (spawned on the current
+/// runtime), over the shared parts.
+pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
+    let events: Arc<dyn ConnEvents> = Arc::new(NoEvents);
+    let observer: Box<dyn crate::cluster::refresher::RefreshObserver> = Box::new(NoObserver);
+    let (events, observer) = match &shared.metrics {
+        Some(m) => m.observe(events, observer),
+        None => (events, observer),
+    };
     let opts = ConnOptions {
         proto: Proto::Resp2,
         timeout: Some(config.command_timeout),
@@ -41,9 +63,18 @@ pub async fn start_with(
         refresh,
         observer,
     ));
-    let commands = Arc::new(load_commands(&config).await);
     tokio::spawn(refresher.clone().run());
-    Ok(Arc::new(Proxy::new(config, refresher, commands)))
+    Arc::new(
+        Proxy::new(config, refresher, shared.commands.clone())
+            .with_metrics(shared.metrics.clone())
+            .with_counters(shared.counters.clone()),
+    )
+}
+
+/// A single proxy on the current runtime (tests and tools).
+pub async fn start(config: Config) -> anyhow::Result<Arc<Proxy>> {
+    let shared = prepare(&config).await?;
+    Ok(worker(config, &shared))
 }
 
 /// The command table from the first seed that answers `COMMAND`, else the shipped one.
@@ -122,19 +153,163 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs the proxy until stopped: binds, starts, serves.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {}: {e} (is another process using it? pick another with --listen)",
-            config.listen
-        )
-    })?;
-    let proxy = start(config).await?;
+/// Binds the client listener. With `reuse_port`, several workers can bind the same address
+/// and the kernel spreads connections over them; the first worker tries a plain bind first so
+/// that an address another process holds is reported as in use instead of silently shared.
+fn bind(addr: &str, reuse_port: bool, first: bool) -> anyhow::Result<TcpListener> {
+    let in_use = |e: std::io::Error| {
+        anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using it? pick another with --listen)")
+    };
+    let sockaddr: std::net::SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(in_use)?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve listen address {addr}"))?,
+    };
+    let sockaddr = if first || !reuse_port {
+        let std_listener = std::net::TcpListener::bind(sockaddr).map_err(in_use)?;
+        if !reuse_port {
+            std_listener.set_nonblocking(true)?;
+            return Ok(TcpListener::from_std(std_listener)?);
+        }
+        std_listener.local_addr()?
+    } else {
+        sockaddr
+    };
+    let socket = if sockaddr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(sockaddr).map_err(in_use)?;
+    Ok(socket.listen(1024)?)
+}
+
+/// Waits (at most 3 s) for a full topology; returns how many slots are covered.
+async fn await_topology(proxy: &Proxy) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while proxy.refresher.view().topology.slots_covered() < crate::cluster::slot::SLOT_COUNT
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.refresher.view().topology.slots_covered()
+}
+
+/// The one `ready` line scripts and newcomers wait for.
+fn announce_ready(addr: std::net::SocketAddr, covered: usize) {
     tracing::info!(
-        "slotproxy {} listening on {}",
-        env!("CARGO_PKG_VERSION"),
-        listener.local_addr()?
+        "slotproxy {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
     );
-    serve(proxy, listener).await
+    println!("slotproxy ready: listening on {addr} ({covered}/16384 slots covered)");
+}
+
+/// Starts the metrics listener (when configured) on the current runtime.
+async fn start_metrics(config: &Config, proxy: &Arc<Proxy>) -> anyhow::Result<()> {
+    let (Some(addr), Some(m)) = (&config.metrics_listen, &proxy.metrics) else {
+        return Ok(());
+    };
+    let l = metrics::http::bind(addr).await?;
+    let at = l.local_addr()?;
+    tracing::info!("metrics on http://{at}/metrics");
+    println!("slotproxy metrics: http://{at}/metrics (also /healthz, /readyz)");
+    tokio::spawn(metrics::http::serve(l, proxy.clone(), m.clone()));
+    Ok(())
+}
+
+/// Runs the proxy until stopped, in the configured runtime shape. Prints one `ready` line on
+/// stdout once every listener is bound and (within a short wait) the topology is known.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let threads = match config.worker_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    match config.runtime {
+        RuntimeShape::WorkStealing => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let listener = bind(&config.listen, false, true)?;
+                let shared = prepare(&config).await?;
+                let proxy = worker(config.clone(), &shared);
+                start_metrics(&config, &proxy).await?;
+                announce_ready(listener.local_addr()?, await_topology(&proxy).await);
+                serve(proxy, listener).await
+            }),
+        RuntimeShape::PerCore => run_per_core(config, threads),
+    }
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// One single-threaded runtime per worker. Worker 0 binds first (so `--listen :0` resolves to
+/// one port), the others join its address with SO_REUSEPORT; worker 0 also serves metrics.
+fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
+    let shared = current_thread_runtime()?.block_on(prepare(&config))?;
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<std::net::SocketAddr>>();
+    let mut handles = Vec::new();
+    let mut addr = config.listen.clone();
+    // The worker that finds every worker's topology loaded announces readiness.
+    let loaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for i in 0..threads {
+        let mut config = config.clone();
+        config.listen = addr.clone();
+        let shared = shared.clone();
+        let bound_tx = bound_tx.clone();
+        let loaded = loaded.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("slotproxy-{i}"))
+            .spawn(move || {
+                let result = current_thread_runtime()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let listener = match bind(&config.listen, true, i == 0) {
+                                Ok(l) => l,
+                                Err(e) => {
+                                    let _ = bound_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                                    return Ok(());
+                                }
+                            };
+                            let proxy = worker(config.clone(), &shared);
+                            if i == 0 {
+                                start_metrics(&config, &proxy).await?;
+                            }
+                            let local = listener.local_addr()?;
+                            let _ = bound_tx.send(Ok(local));
+                            let covered = await_topology(&proxy).await;
+                            if loaded.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
+                                == threads
+                            {
+                                announce_ready(local, covered);
+                            }
+                            serve(proxy, listener).await
+                        })
+                    });
+                if let Err(e) = &result {
+                    eprintln!("slotproxy: worker {i}: {e:#}");
+                }
+                result
+            })?;
+        handles.push(handle);
+        // Wait for this worker's bind before starting the next, so they share one address.
+        addr = bound_rx.recv()??.to_string();
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+    }
+    Ok(())
 }

@@ -12,10 +12,12 @@ use crate::backend::BackendError;
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
-use crate::protocol::command::{CommandInfo, Handling};
+use crate::metrics::Timed;
+use crate::protocol::command::{CommandId, CommandInfo, Handling};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
-use crate::protocol::reply;
+use crate::protocol::reply::{self, Proto};
 use crate::proxy::Proxy;
+use crate::pubsub::{self, Subscription};
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -25,17 +27,30 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// What the reader does after dispatching one request.
+enum Step {
+    Queue(Pending),
+    /// Queue this, then stop reading (QUIT).
+    Stop(Pending),
+    /// A subscription command: goes to the client's subscription connection.
+    Subscribe(Request),
+}
+
 /// A reply owed to the client, in request order.
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     Ready(Bytes),
     /// Write this, then close the connection.
     Close(Bytes),
     Forward(Forward, Client),
     Fanout(Fanout, Client),
+    Scan(fanout::Scan, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
+
+/// A pending reply and, when metrics are on, its command's timing.
+type Owed = (Pending, Option<Timed>);
 
 /// A dedicated connection to one node.
 struct Pinned {
@@ -71,6 +86,8 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
         pinned: None,
         multi: None,
         blocking: None,
+        sub: None,
+        command: CommandId::UNKNOWN,
     };
     tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
 }
@@ -78,11 +95,14 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
 struct Reader {
     proxy: Arc<Proxy>,
     state: ClientState,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Owed>,
     keys: Vec<usize>,
     pinned: Option<Pinned>,
     multi: Option<Multi>,
     blocking: Option<Pinned>,
+    sub: Option<Subscription>,
+    /// The command `dispatch` last resolved (metrics label).
+    command: CommandId,
 }
 
 impl Reader {
@@ -95,8 +115,9 @@ impl Reader {
         });
         let idle = c.client_idle_timeout;
         // The read buffer exists only while the client has bytes for us: it is allocated when
-        // the socket turns readable and dropped whenever it is empty and the socket has nothing
-        // more, so an idle client holds none (4 KiB less per idle connection).
+        // the socket turns readable and dropped when the socket has nothing more and every
+        // complete request is cut off it, so an idle client holds none (4 KiB less per idle
+        // connection), while a busy one keeps reading into the same buffer.
         let mut buf = BytesMut::new();
         loop {
             let ready = match idle {
@@ -112,9 +133,9 @@ impl Reader {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096.max(buf.len()));
             }
-            match read_once(&mut read, &mut buf).await {
+            let n = match read_once(&mut read, &mut buf).await {
                 Some(Ok(0)) | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(n)) => n,
                 None => {
                     // The readiness was stale: wait again, without the buffer if it is empty.
                     if buf.is_empty() {
@@ -122,25 +143,41 @@ impl Reader {
                     }
                     continue;
                 }
-            }
+            };
+            // Requests framed from this read arrived now: one clock read per read (metrics).
+            let read_at = self.proxy.metrics.as_ref().map(|m| m.received(n));
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
-                        let (pending, stop) = self.dispatch(req);
-                        if self.tx.send(pending).await.is_err() || stop {
+                        let mut timed = read_at.map(Timed::start);
+                        let (pending, stop) = match self.dispatch(req) {
+                            Step::Queue(p) => (Some(p), false),
+                            Step::Stop(p) => (Some(p), true),
+                            Step::Subscribe(req) => (self.subscribe(req).await, false),
+                        };
+                        timed.iter_mut().for_each(|t| t.set_command(self.command));
+                        if let Some(p) = pending {
+                            if self.tx.send((p, timed)).await.is_err() {
+                                return;
+                            }
+                        } else if let (Some(t), Some(m)) = (timed, &self.proxy.metrics) {
+                            m.command_done(t, b""); // answered on the subscription connection
+                        }
+                        if stop {
                             return;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         let msg = reply::error(&format!("ERR Protocol error: {e}"));
-                        let _ = self.tx.send(Pending::Close(msg)).await;
+                        self.proxy.metrics.iter().for_each(|m| m.protocol_error());
+                        let _ = self.tx.send((Pending::Close(msg), None)).await;
                         return;
                     }
                 }
             }
             if buf.is_empty() {
-                buf = BytesMut::new();
+                buf = BytesMut::new(); // nothing pending: an idle client holds no buffer
             }
         }
     }
@@ -152,30 +189,37 @@ impl Reader {
         }
     }
 
-    /// Routes one request. Returns its pending reply, and whether to stop reading after it.
-    fn dispatch(&mut self, req: Request) -> (Pending, bool) {
+    /// Routes one request.
+    fn dispatch(&mut self, req: Request) -> Step {
         let proxy = self.proxy.clone();
+        self.command = CommandId::UNKNOWN;
         let Some(info) = proxy.commands.lookup(&req) else {
-            return (Pending::Ready(local::unknown_command(&req)), false);
+            return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
+        self.command = info.id;
         if let Some(e) = local::arity_error(info, &req) {
-            return (Pending::Ready(e), false);
+            return Step::Queue(Pending::Ready(e));
         }
-        if !self.state.authed && !matches!(info.name.as_str(), "auth" | "hello" | "quit" | "reset")
-        {
-            return (Pending::Ready(local::noauth()), false);
+        let name = info.name.as_str();
+        if !self.state.authed && !matches!(name, "auth" | "hello" | "quit" | "reset") {
+            return Step::Queue(Pending::Ready(local::noauth()));
         }
-        if self.multi.is_some()
-            && !matches!(info.name.as_str(), "quit" | "reset" | "auth" | "hello")
-        {
-            return (self.in_multi(info, &req), false);
+        if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
+            return Step::Queue(self.in_multi(info, &req));
+        }
+        if let Some(step) = self.pubsub_step(info, &req) {
+            return step;
+        }
+        if name == "reset" {
+            self.sub = None;
+            self.multi = None;
+            self.pinned = None;
+            self.blocking = None;
         }
         let p = match info.handling {
             Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
                 Outcome::Reply(r) => Pending::Ready(r),
-                Outcome::Close(r) => {
-                    return (Pending::Close(r), true);
-                }
+                Outcome::Close(r) => return Step::Stop(Pending::Close(r)),
                 Outcome::Forward => self.forward(req, None, false),
             },
             Handling::Forward => self.forward_keyed(info, req),
@@ -197,12 +241,18 @@ impl Reader {
                     },
                 }
             }
-            Handling::AllMasters => match fanout::all_masters_merge(&info.name) {
+            Handling::AllMasters if name == "scan" => {
+                match fanout::scan(&proxy, self.client(), &req) {
+                    Ok(s) => Pending::Scan(s, self.client()),
+                    Err(e) => Pending::Ready(e),
+                }
+            }
+            Handling::AllMasters => match fanout::all_masters_merge(name) {
                 Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
-                // SCAN, SCRIPT EXISTS: one master only would be a lie.
+                // Anything else would be one master's answer presented as the cluster's.
                 None => Pending::Ready(unsupported(info)),
             },
             Handling::Transaction => self.transaction(info, req),
@@ -210,7 +260,80 @@ impl Reader {
             Handling::Blocking => self.forward_keyed(info, req),
             Handling::PubSub | Handling::Unsupported => Pending::Ready(unsupported(info)),
         };
-        (p, false)
+        Step::Queue(p)
+    }
+
+    /// Subscription commands, and what a subscribed client may do; `None` for the normal path.
+    fn pubsub_step(&mut self, info: &CommandInfo, req: &Request) -> Option<Step> {
+        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
+            self.sub = None; // the node reported no subscriptions left
+        }
+        let name = info.name.as_str();
+        let subscribed = self.sub.is_some();
+        match name {
+            "subscribe" | "psubscribe" | "ssubscribe" => Some(Step::Subscribe(req.clone())),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" if subscribed => Some(Step::Subscribe(req.clone())),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+                let channels: Vec<&[u8]> = (1..req.argc()).map(|i| req.arg(i)).collect();
+                Some(Step::Queue(Pending::Ready(pubsub::unsubscribe_when_idle(name.as_bytes(), &channels, self.state.proto))))
+            }
+            // RESP2 clients in subscribed mode may only do this much, as with Redis.
+            _ if subscribed && self.state.proto == Proto::Resp2 => match name {
+                "ping" => Some(Step::Subscribe(req.clone())),
+                "quit" | "reset" => None,
+                _ => Some(Step::Queue(Pending::Ready(reply::error(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                ))))),
+            },
+            _ => None,
+        }
+    }
+
+    /// Sends a subscription command on the client's subscription connection, opening it first
+    /// if needed. Replies arrive through the connection's own task; `Some` only for an error.
+    async fn subscribe(&mut self, req: Request) -> Option<Pending> {
+        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
+            self.sub = None;
+        }
+        if self.sub.is_none() {
+            let shard = req.arg(0).eq_ignore_ascii_case(b"ssubscribe");
+            let slot = if shard {
+                let proxy = self.proxy.clone();
+                let info = proxy.commands.lookup(&req)?;
+                match self.slot_of(info, &req) {
+                    Ok(s) => s,
+                    Err(e) => return Some(Pending::Ready(route_error(&self.proxy, e))),
+                }
+            } else {
+                None
+            };
+            let addr = match self.master_for(slot) {
+                Ok(a) => a,
+                Err(e) => return Some(Pending::Ready(e)),
+            };
+            let timeout = self.proxy.config.connect_timeout;
+            match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
+                (Pending::Ready(b), None)
+            })
+            .await
+            {
+                Ok(s) => self.sub = Some(s),
+                Err(e) => {
+                    return Some(Pending::Ready(reply::error(&format!(
+                        "CLUSTERDOWN slotproxy: cannot reach node {addr}: {e}"
+                    ))))
+                }
+            }
+        }
+        let sub = self.sub.as_mut().expect("opened above");
+        if let Err(e) = sub.send(req.bytes()).await {
+            let addr = sub.addr;
+            self.sub = None;
+            return Some(Pending::Ready(reply::error(&format!(
+                "ERR slotproxy: subscription connection to {addr} lost: {e}"
+            ))));
+        }
+        None
     }
 
     fn slot_of(
@@ -269,12 +392,16 @@ impl Reader {
         }
     }
 
+    /// The master serving the slot of `req`'s keys (any master when it has none).
+    fn master_for_keys(&mut self, info: &CommandInfo, req: &Request) -> Result<SocketAddr, Bytes> {
+        let slot = self
+            .slot_of(info, req)
+            .map_err(|e| route_error(&self.proxy, e))?;
+        self.master_for(slot)
+    }
+
     fn blocking(&mut self, info: &CommandInfo, req: Request) -> Pending {
-        let addr = match self
-            .slot_of(info, &req)
-            .map_err(|e| route_error(&self.proxy, e))
-            .and_then(|s| self.master_for(s))
-        {
+        let addr = match self.master_for_keys(info, &req) {
             Ok(a) => a,
             Err(e) => return Pending::Ready(e),
         };
@@ -303,11 +430,7 @@ impl Reader {
             "exec" => Pending::Ready(reply::error("ERR EXEC without MULTI")),
             "discard" => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
             "watch" => {
-                let addr = match self
-                    .slot_of(info, &req)
-                    .map_err(|e| route_error(&self.proxy, e))
-                    .and_then(|s| self.master_for(s))
-                {
+                let addr = match self.master_for_keys(info, &req) {
                     Ok(a) => a,
                     Err(e) => return Pending::Ready(e),
                 };
@@ -428,16 +551,17 @@ impl Reader {
     }
 }
 
-/// One read attempt: `None` instead of waiting when the socket has nothing. Unlike
-/// `try_read_buf`, `read_buf` marks the socket drained after a short read, which saves the
-/// next wait a WouldBlock read syscall.
+/// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
+/// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
+/// WouldBlock read syscall.
 async fn read_once(read: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
     use std::future::Future;
+    use std::task::Poll;
     let mut fut = std::pin::pin!(read.read_buf(buf));
     std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(r) => Some(r),
-            std::task::Poll::Pending => None,
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
         })
     })
     .await
@@ -451,12 +575,12 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 }
 
 /// Writes replies in request order, batching whatever is ready into one write.
-async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Owed>) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
-    let mut next: Option<Pending> = None;
+    let mut next: Option<Owed> = None;
     loop {
-        let pending = match next.take() {
+        let (pending, timed) = match next.take() {
             Some(p) => p,
             None => match rx.try_recv() {
                 Ok(p) => p,
@@ -483,6 +607,12 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
                     (f.finish(&proxy, client).await, false)
                 }
             },
+            Pending::Scan(f, client) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (f.finish(&proxy, client).await, false)
+            }
             Pending::Fanout(f, client) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
@@ -505,6 +635,12 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
                 }
             }
         };
+        if let Some(m) = &proxy.metrics {
+            match timed {
+                Some(t) => m.command_done(t, &bytes),
+                None => m.sent(bytes.len()),
+            }
+        }
         if bytes.len() >= 64 * 1024 {
             // Large replies go out uncopied.
             if (!out.is_empty() && !flush(&mut write, &mut out).await)

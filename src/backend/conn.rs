@@ -9,6 +9,8 @@
 //!
 //! The task connects lazily, on the first job, and again after any failure.
 use super::{BackendError, ConnEvents};
+use crate::cluster::topology::Role;
+use crate::metrics::NodeStats;
 use crate::protocol::reply::Proto;
 use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
@@ -84,6 +86,9 @@ struct Pending {
     /// Replies to discard before this job's own (the `ASKING` reply).
     skip: u8,
     deadline: Option<Instant>,
+    /// When the request was queued for writing, and the node's role then (metrics).
+    sent: Instant,
+    role: Role,
 }
 
 async fn run(
@@ -93,6 +98,8 @@ async fn run(
     events: Arc<dyn ConnEvents>,
 ) {
     let mut failed_at: Option<Instant> = None;
+    // Dedicated connections (no timeout) carry blocking commands: their wait is not latency.
+    let stats = opts.timeout.and_then(|_| events.node_stats(addr));
     while let Some(first) = rx.recv().await {
         if failed_at.is_some_and(|t| t.elapsed() < CONNECT_BACKOFF) {
             fail_queued(first, &mut rx, BackendError::Connect);
@@ -109,7 +116,7 @@ async fn run(
         };
         failed_at = None;
         events.connected(addr, true);
-        let error = serve(stream, first, &mut rx, &opts).await;
+        let error = serve(stream, first, &mut rx, &opts, stats.as_deref()).await;
         events.connected(addr, false);
         if let Some(e) = error {
             events.failed(addr, e);
@@ -166,22 +173,31 @@ async fn connect(addr: SocketAddr, opts: &ConnOptions) -> std::io::Result<TcpStr
 }
 
 /// Runs one established connection until it breaks (returns the error) or every handle is gone
-/// (returns `None`).
+/// and every reply someone still waits for has arrived (returns `None`): a dedicated connection
+/// dropped right after sending EXEC still delivers EXEC's reply.
 async fn serve(
     stream: TcpStream,
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
     opts: &ConnOptions,
+    stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let (read, write) = stream.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
     let mut inflight = VecDeque::new();
-    let result = tokio::select! {
-        r = write_loop(write, first, rx, &pending_tx, opts) => r,
-        r = read_loop(read, &mut pending_rx, &mut inflight) => Some(r),
+    let result = {
+        let writer = write_loop(write, first, rx, pending_tx, opts, stats);
+        let reader = read_loop(read, &mut pending_rx, &mut inflight, stats);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            r = &mut writer => match r {
+                Some(e) => Some(e),
+                None => (&mut reader).await,
+            },
+            r = &mut reader => Some(r.unwrap_or(BackendError::Lost)),
+        }
     };
     let error = result.unwrap_or(BackendError::Lost);
-    drop(pending_tx);
     while let Ok(p) = pending_rx.try_recv() {
         inflight.push_back(p);
     }
@@ -196,8 +212,9 @@ async fn write_loop(
     mut write: OwnedWriteHalf,
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
-    pending: &mpsc::UnboundedSender<Pending>,
+    pending: mpsc::UnboundedSender<Pending>,
     opts: &ConnOptions,
+    stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     let mut next = Some(first);
@@ -206,11 +223,12 @@ async fn write_loop(
             Some(j) => j,
             None => rx.recv().await?,
         };
-        // One clock read per batch, not per job: the jobs of a batch are written together, and
-        // a deadline a few microseconds early is harmless.
-        let deadline = opts.timeout.map(|t| Instant::now() + t);
         let mut job = Some(job);
+        // The jobs gathered here go out in one write: one clock read for the batch.
+        let sent = Instant::now();
+        let role = stats.map_or(Role::Master, |s| s.role());
         while let Some(j) = job.take() {
+            let deadline = opts.timeout.map(|t| sent + t);
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
                 batch.extend_from_slice(p);
@@ -220,6 +238,8 @@ async fn write_loop(
                     reply: j.reply,
                     skip,
                     deadline,
+                    sent,
+                    role,
                 })
                 .is_err()
             {
@@ -252,46 +272,78 @@ async fn write_loop(
     }
 }
 
-/// Frames replies and completes pending jobs in order. Returns why the connection must close.
+/// Frames replies and completes pending jobs in order. Returns why the connection must close,
+/// or `None` once the writer is gone and no one waits for a reply any more.
 async fn read_loop(
     mut read: OwnedReadHalf,
     pending_rx: &mut mpsc::UnboundedReceiver<Pending>,
     inflight: &mut VecDeque<Pending>,
-) -> BackendError {
+    stats: Option<&NodeStats>,
+) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
+    let mut writer_gone = false;
     loop {
         while let Ok(p) = pending_rx.try_recv() {
             inflight.push_back(p);
         }
+        // Draining after the writer is gone: once nobody waits for any reply still due (a BLPOP
+        // whose client left), stop waiting for them.
+        if writer_gone && inflight.iter().all(|p| p.reply.is_closed()) {
+            return None;
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let n = match inflight.front().and_then(|p| p.deadline) {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => return BackendError::Timeout,
+        let deadline = inflight.front().and_then(|p| p.deadline);
+        let n = if inflight.is_empty() {
+            tokio::select! {
+                r = read.read_buf(&mut buf) => r,
+                p = pending_rx.recv() => {
+                    match p {
+                        Some(p) => inflight.push_back(p),
+                        None => return None,
+                    }
+                    continue;
                 }
             }
-            None if inflight.is_empty() => tokio::select! {
-                r = read.read_buf(&mut buf) => r,
-                p = pending_rx.recv() => match p {
-                    Some(p) => { inflight.push_back(p); continue; }
-                    None => return BackendError::Lost,
+        } else {
+            // While draining, wake when the last reply someone waits for stops being wanted.
+            let mut waiter = inflight.iter_mut().rev().find(|p| !p.reply.is_closed());
+            let read = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, read.read_buf(&mut buf))
+                        .await
+                        .ok(),
+                    None => Some(read.read_buf(&mut buf).await),
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    Some(r) => r,
+                    None => return Some(BackendError::Timeout),
                 },
-            },
-            None => read.read_buf(&mut buf).await,
+                _ = async { waiter.as_mut().expect("checked").reply.closed().await }, if writer_gone && waiter.is_some() => continue,
+                p = pending_rx.recv(), if !writer_gone => {
+                    match p {
+                        Some(p) => inflight.push_back(p),
+                        None => writer_gone = true,
+                    }
+                    continue;
+                }
+            }
         };
         match n {
-            Ok(0) | Err(_) => return BackendError::Lost,
+            Ok(0) | Err(_) => return Some(BackendError::Lost),
             Ok(_) => {}
         }
+        // Every reply in this read arrived now: one clock read per batch (metrics).
+        let arrived = stats.map(|_| Instant::now());
         loop {
             let reply = match framer.next_reply(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
-                Err(_) => return BackendError::Lost,
+                Err(_) => return Some(BackendError::Lost),
             };
             if reply.first() == Some(&b'>') {
                 continue; // RESP3 push data is not an answer to anything on a shared connection
@@ -302,13 +354,16 @@ async fn read_loop(
                 }
             }
             let Some(front) = inflight.front_mut() else {
-                return BackendError::Lost; // a reply nobody asked for: the stream is out of step
+                return Some(BackendError::Lost); // a reply nobody asked for: out of step
             };
             if front.skip > 0 {
                 front.skip -= 1;
                 continue;
             }
             let p = inflight.pop_front().expect("front exists");
+            if let (Some(s), Some(at)) = (stats, arrived) {
+                s.observe(p.role, at.saturating_duration_since(p.sent));
+            }
             let _ = p.reply.send(Ok(reply));
         }
     }

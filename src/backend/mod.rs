@@ -24,6 +24,13 @@ pub trait ConnEvents: Send + Sync + 'static {
     fn connected(&self, addr: std::net::SocketAddr, up: bool);
     /// Connecting failed, or an open connection broke or timed out.
     fn failed(&self, addr: std::net::SocketAddr, error: BackendError);
+    /// The request counters of node `addr`, asked for once per connection task (metrics).
+    fn node_stats(
+        &self,
+        _addr: std::net::SocketAddr,
+    ) -> Option<std::sync::Arc<crate::metrics::NodeStats>> {
+        None
+    }
 }
 
 /// Events that go nowhere (tests, one-off connections).

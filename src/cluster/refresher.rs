@@ -245,6 +245,9 @@ impl Refresher {
                 slots = view.topology.slots_covered(),
                 "topology updated from {addr}"
             );
+            // Nodes the cluster no longer lists lose their pooled connections (once no request
+            // in flight holds them); failed nodes are still listed, so they are kept.
+            self.pool.retain(|a| view.topology.node_at(*a).is_some());
             self.view.store(Arc::new(view));
             outcome = Outcome::Updated;
             break;

@@ -182,10 +182,13 @@ impl Topology {
                 }
             }
         }
-        let epoch = nodes
+        // Only masters that serve slots count: a node that was briefly an empty master (every
+        // node of a cluster being formed, before CLUSTER REPLICATE) keeps its high epoch as a
+        // replica, and counting it would make every later, correct view look stale.
+        let epoch = slot_owner
             .iter()
-            .filter(|n| n.role == Role::Master)
-            .map(|n| n.config_epoch)
+            .filter(|&&o| o != NO_NODE)
+            .map(|&o| nodes[o as usize].config_epoch)
             .max()
             .unwrap_or(0);
         Ok(Topology {
@@ -317,6 +320,21 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         let newer = Topology::from_cluster_nodes(&newer, q()).unwrap();
         assert!(old.is_superseded_by(&newer));
         assert!(!newer.is_superseded_by(&old));
+    }
+
+    #[test]
+    fn a_cluster_being_formed_is_not_stale_once_replicas_attach() {
+        // Right after slots are assigned every node is a master, each with its own epoch (1-6);
+        // the three that then replicate keep epochs 4-6. The formed cluster's view must win.
+        let forming = NODES
+            .replace("slave 07c37dfeb235213a872192d90877d0cd55635b91", "master -")
+            .replace("slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca", "master -")
+            .replace("slave 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1", "master -")
+            .replace("slave 292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f", "master -");
+        let forming = Topology::from_cluster_nodes(&forming, q()).unwrap();
+        let formed = Topology::from_cluster_nodes(NODES, q()).unwrap();
+        assert_eq!(forming.epoch(), 3, "empty masters do not count");
+        assert!(forming.is_superseded_by(&formed));
     }
 
     #[test]

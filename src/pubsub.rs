@@ -1,0 +1,169 @@
+//! Pub/Sub through the proxy. A client's first (P|S)SUBSCRIBE opens a connection of its own to
+//! one node (a master chosen by spread for SUBSCRIBE/PSUBSCRIBE, which Redis Cluster broadcasts
+//! to every node; the master owning the channel's slot for SSUBSCRIBE). From then on its
+//! subscription commands are written to that connection as the client sent them, and every frame
+//! the node sends (confirmations and messages) is queued to the client in arrival order. When
+//! the node reports zero subscriptions left, the connection is closed and the client is back on
+//! the shared path.
+use crate::protocol::reply::{put_array_header, put_bulk, put_integer, Proto};
+use crate::protocol::reply_framer::{split_array, ReplyFramer};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A client's live subscription connection.
+pub struct Subscription {
+    pub addr: SocketAddr,
+    write: OwnedWriteHalf,
+    /// Cleared by the reading task when the node says no subscriptions are left (or the
+    /// connection breaks).
+    active: Arc<AtomicBool>,
+}
+
+impl Subscription {
+    /// Connects to `addr` (saying `HELLO 3` first for RESP3 clients, its reply dropped) and
+    /// starts forwarding every frame the node sends into `queue` (wrapped by `wrap`); a full
+    /// queue (a client that does not read) stops the reading, and the node's own pubsub output
+    /// limit then ends the subscription, so memory stays bounded.
+    pub async fn open<T: Send + 'static>(
+        addr: SocketAddr,
+        proto: Proto,
+        timeout: std::time::Duration,
+        queue: mpsc::Sender<T>,
+        wrap: fn(Bytes) -> T,
+    ) -> std::io::Result<Subscription> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        let (mut read, mut write) = stream.into_split();
+        let mut skip = 0;
+        if proto == Proto::Resp3 {
+            write.write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n").await?;
+            skip = 1;
+        }
+        let active = Arc::new(AtomicBool::new(true));
+        let flag = active.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(4096);
+            let mut framer = ReplyFramer::new();
+            'conn: loop {
+                match read.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                loop {
+                    match framer.next_reply(&mut buf) {
+                        Ok(Some(frame)) => {
+                            if skip > 0 {
+                                skip -= 1;
+                                continue;
+                            }
+                            let done = ends_subscription(&frame);
+                            if queue.send(wrap(frame)).await.is_err() || done {
+                                break 'conn;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'conn,
+                    }
+                }
+            }
+            flag.store(false, Ordering::Release);
+        });
+        Ok(Subscription {
+            addr,
+            write,
+            active,
+        })
+    }
+
+    /// Whether the node still holds subscriptions for this client.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Writes a client request to the node as-is.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write.write_all(bytes).await
+    }
+}
+
+/// An `unsubscribe`/`punsubscribe`/`sunsubscribe` confirmation whose count is 0.
+fn ends_subscription(frame: &Bytes) -> bool {
+    let Some(items) = split_array(frame) else {
+        return false;
+    };
+    if items.len() != 3 {
+        return false;
+    }
+    let kind = crate::backend::control::bulk_payload(&items[0]).unwrap_or_default();
+    matches!(kind, b"unsubscribe" | b"punsubscribe" | b"sunsubscribe") && &items[2][..] == b":0\r\n"
+}
+
+/// What Redis answers to an UN(P|S)SUBSCRIBE from a client with no subscriptions: one
+/// confirmation per channel (or one with a null channel), each with count 0.
+pub fn unsubscribe_when_idle(kind: &[u8], channels: &[&[u8]], proto: Proto) -> Bytes {
+    let mut out = BytesMut::new();
+    let mut one = |channel: Option<&[u8]>| {
+        match proto {
+            Proto::Resp2 => put_array_header(&mut out, 3),
+            Proto::Resp3 => out.extend_from_slice(b">3\r\n"),
+        }
+        put_bulk(&mut out, kind);
+        match channel {
+            Some(c) => put_bulk(&mut out, c),
+            None => out.extend_from_slice(if proto == Proto::Resp3 {
+                b"_\r\n"
+            } else {
+                b"$-1\r\n"
+            }),
+        }
+        put_integer(&mut out, 0);
+    };
+    if channels.is_empty() {
+        one(None);
+    }
+    for c in channels {
+        one(Some(c));
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_the_last_unsubscribe() {
+        assert!(ends_subscription(&Bytes::from_static(
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
+        )));
+        assert!(ends_subscription(&Bytes::from_static(
+            b">3\r\n$12\r\npunsubscribe\r\n$1\r\na\r\n:0\r\n"
+        )));
+        assert!(!ends_subscription(&Bytes::from_static(
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n"
+        )));
+        assert!(!ends_subscription(&Bytes::from_static(
+            b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\n0\r\n"
+        )));
+    }
+
+    #[test]
+    fn idle_unsubscribe_matches_redis() {
+        assert_eq!(
+            &unsubscribe_when_idle(b"unsubscribe", &[], Proto::Resp2)[..],
+            b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
+        );
+        assert_eq!(
+            &unsubscribe_when_idle(b"unsubscribe", &[b"a", b"b"], Proto::Resp2)[..],
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! What a client written for a standalone Redis expects, through the proxy: connection
+//! handshake commands, transactions, blocking commands, Pub/Sub, SCAN, and redis-benchmark.
+mod support;
+
+use redis::Commands;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+use support::{Cluster, Proxy};
+
+#[test]
+fn handshake_commands_answer_like_a_standalone_redis() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut c = proxy.client();
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(info.contains("cluster_enabled:0"), "{info}");
+    assert!(info.contains("redis_version:"), "{info}");
+    assert!(info.contains("arch_bits:64"), "{info}");
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let err = redis::cmd("SELECT").arg(1).query::<()>(&mut c).unwrap_err();
+    assert!(
+        err.to_string().contains("DB index is out of range"),
+        "{err}"
+    );
+    let err = redis::cmd("AUTH")
+        .arg("foo")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("AUTH <password> called without any password configured"),
+        "{err}"
+    );
+    let _: () = redis::cmd("AUTH")
+        .arg("default")
+        .arg("foo")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app-1")
+        .query(&mut c)
+        .unwrap();
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "app-1");
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("lib-name")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(id > 0);
+    let echo: String = redis::cmd("ECHO").arg("hi").query(&mut c).unwrap();
+    assert_eq!(echo, "hi");
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert!(count > 200, "COMMAND COUNT from the cluster: {count}");
+}
+
+/// Raw RESP3 through HELLO 3, as redis-py 8 and Lettuce do, with AUTH and SETNAME inside.
+#[test]
+fn hello_3_switches_the_client_to_resp3() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"HELLO 3 AUTH default pw SETNAME r3\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let hello = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(hello.starts_with("%7\r\n"), "{hello}");
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    // A RESP3 reply forwarded from a node: HGETALL is a map, a missing key is `_`.
+    s.write_all(b"HSET h3 f v\r\nHGETALL h3\r\nGET missing-key\r\n")
+        .unwrap();
+    let want = ":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n";
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+#[test]
+fn transactions_run_on_the_node_of_their_keys() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut c = proxy.client();
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("{tx}a")
+        .arg(5)
+        .ignore()
+        .cmd("INCR")
+        .arg("{tx}a")
+        .cmd("INCRBY")
+        .arg("{tx}b")
+        .arg(7)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a, b), (6, 7));
+    // WATCH + a concurrent write aborts EXEC (nil), as on a standalone Redis.
+    let _: () = redis::cmd("WATCH").arg("{tx}a").query(&mut c).unwrap();
+    let mut other = proxy.client();
+    let _: () = other.set("{tx}a", 100).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("INCR").arg("{tx}a").query(&mut c).unwrap();
+    let r: Option<Vec<i64>> = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(r, None, "EXEC after a WATCHed key changed must abort");
+    let v: i64 = c.get("{tx}a").unwrap();
+    assert_eq!(v, 100);
+    // DISCARD, and EXEC without MULTI.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET").arg("{tx}a").arg(1).query(&mut c).unwrap();
+    let _: () = redis::cmd("DISCARD").query(&mut c).unwrap();
+    let v: i64 = c.get("{tx}a").unwrap();
+    assert_eq!(v, 100);
+    let err = redis::cmd("EXEC").query::<()>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("EXEC without MULTI"), "{err}");
+}
+
+#[test]
+fn blocking_commands_do_not_block_other_clients() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let addr = proxy.addr();
+    let waiter = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://{addr}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let r: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(10)
+            .query(&mut c)
+            .unwrap();
+        r
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile everyone else is served at once, including on the node that holds `jobs`.
+    let mut c = proxy.client();
+    for i in 0..50 {
+        let _: () = c.set(format!("{{jobs}}other:{i}"), i).unwrap();
+    }
+    let _: i64 = c.rpush("jobs", "job-1").unwrap();
+    let got = waiter.join().unwrap();
+    assert_eq!(got, Some(("jobs".to_string(), "job-1".to_string())));
+}
+
+#[test]
+fn pubsub_delivers_messages_published_through_the_proxy() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let client = redis::Client::open(format!("redis://{}", proxy.addr())).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    let mut pubsub = sub_conn.as_pubsub();
+    pubsub.subscribe(&["news", "sport"]).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut c = proxy.client();
+    for i in 0..5 {
+        let _: i64 = c.publish("news", format!("n{i}")).unwrap();
+        let _: i64 = c.publish("sport", format!("s{i}")).unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let m = pubsub.get_message().unwrap();
+        got.push(format!(
+            "{}={}",
+            m.get_channel_name(),
+            m.get_payload::<String>().unwrap()
+        ));
+    }
+    for i in 0..5 {
+        assert!(got.contains(&format!("news=n{i}")), "{got:?}");
+        assert!(got.contains(&format!("sport=s{i}")), "{got:?}");
+    }
+    pubsub.unsubscribe(&["news", "sport"]).unwrap();
+    drop(pubsub);
+    // Back on the normal path after the last unsubscribe.
+    std::thread::sleep(Duration::from_millis(100));
+    let _: () = sub_conn.set("after-sub", 1).unwrap();
+    let v: i64 = sub_conn.get("after-sub").unwrap();
+    assert_eq!(v, 1);
+}
+
+#[test]
+fn scan_walks_every_master() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut c = proxy.client();
+    for i in 0..500 {
+        let _: () = c.set(format!("scan:{i}"), i).unwrap();
+    }
+    let _: () = c.set("other", 1).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: u64 = 0;
+    let mut rounds = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("scan:*")
+            .arg("COUNT")
+            .arg(100)
+            .query(&mut c)
+            .unwrap();
+        seen.extend(keys);
+        rounds += 1;
+        assert!(rounds < 1000);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(seen.len(), 500);
+    let keys: Vec<String> = c.keys("scan:1*").unwrap();
+    assert_eq!(keys.len(), 111);
+}
+
+#[test]
+fn redis_benchmark_runs_clean_through_the_proxy() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
+        .args(["-n", "2000", "-c", "20", "-P", "4", "--csv"])
+        .args([
+            "-t",
+            "set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset",
+        ])
+        .output()
+        .expect("redis-benchmark not found: apt-get install redis-tools");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "redis-benchmark failed: {stderr}");
+    assert!(!stderr.to_lowercase().contains("error"), "errors: {stderr}");
+    for t in [
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "ZPOPMIN",
+        "LRANGE_100",
+        "MSET",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("\"{t}"))),
+            "no result for {t}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn both_runtime_shapes_serve_many_connections() {
+    let cluster = Cluster::start();
+    for shape in ["per-core", "work-stealing"] {
+        let proxy = Proxy::start(
+            &cluster.nodes(),
+            &["--runtime", shape, "--worker-threads", "2"],
+        );
+        // Enough connections that SO_REUSEPORT spreads them over both per-core workers.
+        let mut conns: Vec<redis::Connection> = (0..16).map(|_| proxy.client()).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            let _: () = c.set(format!("{shape}:{i}"), i).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let keys: Vec<String> = (0..16).map(|j| format!("{shape}:{j}")).collect();
+            let vals: Vec<usize> = redis::cmd("MGET").arg(&keys).query(c).unwrap();
+            assert_eq!(vals, (0..16).collect::<Vec<_>>(), "{shape} connection {i}");
+        }
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut conns[0])
+            .unwrap();
+        assert!(
+            clients.contains("connected_clients:16"),
+            "{shape}: {clients}"
+        );
+    }
+}
