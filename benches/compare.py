@@ -446,6 +446,8 @@ def idle_connections(proxy_port: int, proxy_pid: int, count: int) -> dict:
     try:
         t0 = time.monotonic()
         for i in range(count):
+            if time.monotonic() - t0 > 120:
+                raise RuntimeError(f"connecting idle clients took over 120 s (at {i} of {count})")
             s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
             socks.append(s)
         connect_s = time.monotonic() - t0
@@ -453,6 +455,7 @@ def idle_connections(proxy_port: int, proxy_pid: int, count: int) -> dict:
         connected = status_kb(proxy_pid, "VmRSS")
         ping = resp("PING")
         for s in socks:
+            s.settimeout(30)
             s.sendall(ping)
         for s in socks:
             got = b""
