@@ -44,7 +44,8 @@ pub(crate) enum Pending {
     Close(Bytes),
     Forward(Forward, Client),
     Fanout(Fanout, Client),
-    Scan(fanout::Scan, Client),
+    /// Boxed: rare, and the largest variant would make every queued reply bigger.
+    Scan(Box<fanout::Scan>, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
@@ -157,7 +158,7 @@ impl Reader {
                         };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
                         if let Some(p) = pending {
-                            if self.tx.send((p, timed)).await.is_err() {
+                            if !queue(&self.tx, (p, timed)).await {
                                 return;
                             }
                         } else if let (Some(t), Some(m)) = (timed, &self.proxy.metrics) {
@@ -243,7 +244,7 @@ impl Reader {
             }
             Handling::AllMasters if name == "scan" => {
                 match fanout::scan(&proxy, self.client(), &req) {
-                    Ok(s) => Pending::Scan(s, self.client()),
+                    Ok(s) => Pending::Scan(Box::new(s), self.client()),
                     Err(e) => Pending::Ready(e),
                 }
             }
@@ -548,6 +549,16 @@ impl Reader {
             }
         }
         self.send_pinned(req.bytes().clone())
+    }
+}
+
+/// Queues a reply owed to the client; `false` once the writer is gone. The common case (room in
+/// the queue) takes no future and moves the value once.
+async fn queue(tx: &mpsc::Sender<Owed>, owed: Owed) -> bool {
+    match tx.try_send(owed) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(owed)) => tx.send(owed).await.is_ok(),
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
