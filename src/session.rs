@@ -208,10 +208,12 @@ impl Reader {
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
             return Step::Queue(self.in_multi(info, &req));
         }
-        if let Some(step) = self.pubsub_step(info, &req) {
-            return step;
+        if self.sub.is_some() || info.handling == Handling::PubSub {
+            if let Some(step) = self.pubsub_step(info, &req) {
+                return step;
+            }
         }
-        if name == "reset" {
+        if info.handling == Handling::Local && name == "reset" {
             self.sub = None;
             self.multi = None;
             self.pinned = None;
