@@ -383,15 +383,12 @@ impl Reader {
         Ok(view.backends[i].addr())
     }
 
-    fn dedicated(&self, addr: SocketAddr) -> Pinned {
+    /// A connection of this client's own to `addr` (see `NodeBackend::dedicated`).
+    fn dedicated(&self, addr: SocketAddr, may_block: bool) -> Pinned {
+        let node = self.proxy.refresher.pool().node(addr);
         Pinned {
             addr,
-            conn: self
-                .proxy
-                .refresher
-                .pool()
-                .node(addr)
-                .dedicated(self.state.proto),
+            conn: node.dedicated(self.state.proto, may_block),
         }
     }
 
@@ -409,7 +406,7 @@ impl Reader {
             Err(e) => return Pending::Ready(e),
         };
         if self.blocking.as_ref().is_none_or(|b| b.addr != addr) {
-            self.blocking = Some(self.dedicated(addr));
+            self.blocking = Some(self.dedicated(addr, true));
         }
         let b = self.blocking.as_ref().expect("set above");
         Pending::Direct(b.conn.send(None, req.bytes().clone()), addr)
@@ -442,7 +439,7 @@ impl Reader {
                         "ERR slotproxy: all keys WATCHed before a MULTI must be served by one node",
                     )),
                     Some(_) => {}
-                    None => self.pinned = Some(self.dedicated(addr)),
+                    None => self.pinned = Some(self.dedicated(addr, false)),
                 }
                 self.send_pinned(req.bytes().clone())
             }
@@ -489,7 +486,7 @@ impl Reader {
                     }
                     None => match self.master_for(None) {
                         Ok(addr) => {
-                            let p = self.dedicated(addr);
+                            let p = self.dedicated(addr, false);
                             drop(
                                 p.conn
                                     .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
@@ -539,7 +536,7 @@ impl Reader {
                         return Pending::Ready(e);
                     }
                 };
-                let p = self.dedicated(addr);
+                let p = self.dedicated(addr, false);
                 drop(
                     p.conn
                         .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
