@@ -8,7 +8,8 @@
 //! - [`config`]: TOML config, CLI/env overrides, validation.
 //! - [`server`]: start-up, accept loop, client limit, one [`session`] per client.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
-//! - [`session`]: one client: read, frame, route, queue replies in order, write.
+//! - [`session`]: one client: read, frame, route, queue replies in order, write; its
+//!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
 //! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
 //! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
