@@ -293,7 +293,8 @@ def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
     return Cluster(ports, pids, formed_by)
 
 
-def start_proxy(procs: Procs, tmp: Path, slotproxy: Path, cluster: Cluster, threads: int) -> subprocess.Popen:
+def start_proxy(procs: Procs, tmp: Path, slotproxy: Path, cluster: Cluster, threads: int,
+                runtime: str) -> subprocess.Popen:
     """Starts slotproxy and waits until it serves a SET; returns its process (`.port` set)."""
     port = pick_port()
     conf = tmp / "slotproxy.toml"
@@ -305,6 +306,8 @@ def start_proxy(procs: Procs, tmp: Path, slotproxy: Path, cluster: Cluster, thre
     ]
     if threads:
         argv += ["--worker-threads", str(threads)]
+    if runtime:
+        argv += ["--runtime", runtime]
     p = procs.start(argv, tmp / "slotproxy.log")
 
     def ready() -> bool:
@@ -560,8 +563,9 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
     L = []
     L.append(f"Date: {meta['date']}  ")
     L.append(f"Machine: {meta['machine']}  ")
-    L.append(f"Proxy: slotproxy {meta['commit']}, release build, "
-             f"{meta['threads'] or 'default (one per core)'} worker threads; cluster formed by {meta['formed_by']}  ")
+    L.append(f"Proxy: slotproxy {meta['commit']}, release build, runtime {meta['runtime'] or 'default'}, "
+             f"{meta['threads'] or 'default (one per core)'} worker threads, metrics off; "
+             f"cluster formed by {meta['formed_by']}  ")
     L.append(f"Command: `{meta['command']}`  ")
     L.append(f"Repeats: {meta['repeats']} per variant, alternating direct and proxy runs; "
              f"keyspace {KEYSPACE} keys (`-r`), 3-byte values.")
@@ -672,6 +676,7 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every run's request count")
     ap.add_argument("--only", default="", help="run only cases whose name contains this (e.g. 'GET -c 50')")
     ap.add_argument("--worker-threads", type=int, default=0, help="slotproxy --worker-threads (0: its default)")
+    ap.add_argument("--runtime", default="", help="slotproxy --runtime (per-core or work-stealing; default: its own)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--slotproxy", type=Path, default=None,
                     help="run this slotproxy binary instead of target/release/slotproxy (implies --no-build)")
@@ -711,7 +716,7 @@ def main() -> int:
     runs: list[Run] = []
     try:
         cluster = start_cluster(procs, tmp, slotproxy)
-        proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads)
+        proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads, args.runtime)
         proxy_port, proxy_pid = proxy.port, proxy.pid
         log(f"cluster on {cluster.ports[0]}..{cluster.ports[-1]}, slotproxy pid {proxy_pid} on {proxy_port}")
         if args.hold:
@@ -740,11 +745,11 @@ def main() -> int:
             # Each memory run gets a fresh proxy, so memory the allocator kept from earlier runs
             # neither hides nor inflates what this run costs.
             procs.stop(proxy)
-            proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads)
+            proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads, args.runtime)
             log(f"memory: one {args.big_mb} MB value, SET then GET (fresh proxy, pid {proxy.pid})")
             big = big_value(proxy.port, proxy.pid, cluster.ports, args.big_mb, repeats=2)
             procs.stop(proxy)
-            proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads)
+            proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads, args.runtime)
             log(f"memory: {args.idle_conns} idle connections (fresh proxy, pid {proxy.pid})")
             mem = idle_connections(proxy.port, proxy.pid, args.idle_conns)
             log(f"memory: {mem['per_conn_connected_b'] / 1024:.1f} KB per connection "
@@ -759,6 +764,7 @@ def main() -> int:
             "machine": machine(),
             "commit": commit + ("+dirty" if dirty else ""),
             "threads": args.worker_threads,
+            "runtime": args.runtime,
             "formed_by": cluster.formed_by,
             "command": "python3 benches/compare.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
             "repeats": args.repeats,
