@@ -18,6 +18,7 @@ use crate::protocol::framer::{Limits, Request, RequestFramer};
 use crate::protocol::reply;
 use crate::proxy::Proxy;
 use crate::pubsub::Subscription;
+use crate::reply_queue::ReplyQueue;
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -25,7 +26,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 mod subscribe;
 mod transaction;
@@ -68,7 +68,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let id = proxy.next_session_id();
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let (tx, rx) = mpsc::channel(proxy.config.max_pipeline);
+    let queue = Arc::new(ReplyQueue::new(proxy.config.max_pipeline));
     let state = ClientState {
         id,
         authed: proxy.config.password.is_none(),
@@ -77,21 +77,29 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let reader = Reader {
         proxy: proxy.clone(),
         state,
-        tx,
-        keys: Vec::with_capacity(8),
+        tx: queue.clone(),
+        keys: Vec::new(),
         pinned: None,
         multi: None,
         blocking: None,
         sub: None,
         command: CommandId::UNKNOWN,
     };
-    tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
+    let reading = async {
+        reader.run(read).await;
+        queue.close_producer();
+    };
+    let writing = async {
+        write_loop(proxy.clone(), write, &queue).await;
+        queue.close_consumer();
+    };
+    tokio::join!(reading, writing);
 }
 
 struct Reader {
     proxy: Arc<Proxy>,
     state: ClientState,
-    tx: mpsc::Sender<Owed>,
+    tx: Arc<ReplyQueue<Owed>>,
     keys: Vec<usize>,
     pinned: Option<Pinned>,
     multi: Option<Multi>,
@@ -153,7 +161,7 @@ impl Reader {
                         };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
                         if let Some(p) = pending {
-                            if !queue(&self.tx, (p, timed)).await {
+                            if !self.tx.push((p, timed)).await {
                                 return;
                             }
                         } else if let (Some(t), Some(m)) = (timed, &self.proxy.metrics) {
@@ -167,7 +175,7 @@ impl Reader {
                     Err(e) => {
                         let msg = reply::error(&format!("ERR Protocol error: {e}"));
                         self.proxy.metrics.iter().for_each(|m| m.protocol_error());
-                        let _ = self.tx.send((Pending::Close(msg), None)).await;
+                        let _ = self.tx.push((Pending::Close(msg), None)).await;
                         return;
                     }
                 }
@@ -335,16 +343,6 @@ impl Reader {
     }
 }
 
-/// Queues a reply owed to the client; `false` once the writer is gone. The common case (room in
-/// the queue) takes no future and moves the value once.
-async fn queue(tx: &mpsc::Sender<Owed>, owed: Owed) -> bool {
-    match tx.try_send(owed) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(owed)) => tx.send(owed).await.is_ok(),
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    }
-}
-
 /// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
 /// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
 /// WouldBlock read syscall.
@@ -369,20 +367,20 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 }
 
 /// Writes replies in request order, batching whatever is ready into one write.
-async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Owed>) {
+async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQueue<Owed>) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
     let mut next: Option<Owed> = None;
     loop {
         let (pending, timed) = match next.take() {
             Some(p) => p,
-            None => match rx.try_recv() {
-                Ok(p) => p,
-                Err(_) => {
+            None => match queue.try_pop() {
+                Some(p) => p,
+                None => {
                     if !out.is_empty() && !flush(&mut write, &mut out).await {
                         return;
                     }
-                    match rx.recv().await {
+                    match queue.pop().await {
                         Some(p) => p,
                         None => return,
                     }
@@ -453,7 +451,7 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
         if out.len() >= 64 * 1024 && !flush(&mut write, &mut out).await {
             return;
         }
-        next = rx.try_recv().ok();
+        next = queue.try_pop();
     }
 }
 
