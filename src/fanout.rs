@@ -62,29 +62,37 @@ impl Part {
     }
 }
 
-/// Groups the keys of `req` (argument indices `keys`) by slot, in order of first appearance: the
-/// pure half of [`split`], separate so it can be measured without sockets.
+/// Groups the keys of `req` (argument indices `keys`) by slot, parts in order of first appearance:
+/// the pure half of [`split`], separate so it can be measured without sockets. One sort of
+/// (slot, position) pairs makes each slot's keys one run: O(n log n), where a linear search for
+/// each key's part was O(keys x slots) (100 keys on ~100 slots: ~5,000 comparisons).
 pub fn group_by_slot(req: &Request, kind: SplitKind, keys: &[usize]) -> Vec<Part> {
+    let per_key = if kind == SplitKind::Mset { 2 } else { 1 };
+    let mut order: Vec<(Slot, u32)> = keys
+        .iter()
+        .enumerate()
+        .map(|(pos, &k)| (key_slot(req.arg(k)), pos as u32))
+        .collect();
+    order.sort_unstable(); // positions are distinct: ties cannot happen
     let mut parts: Vec<Part> = Vec::new();
-    for (pos, &k) in keys.iter().enumerate() {
-        let slot = key_slot(req.arg(k));
-        let part = match parts.iter_mut().position(|p| p.slot == slot) {
-            Some(i) => &mut parts[i],
-            None => {
-                parts.push(Part {
-                    slot,
-                    args: Vec::new(),
-                    positions: Vec::new(),
-                });
-                parts.last_mut().expect("just pushed")
+    for run in order.chunk_by(|a, b| a.0 == b.0) {
+        let mut args = Vec::with_capacity(run.len() * per_key);
+        let mut positions = Vec::with_capacity(run.len());
+        for &(_, pos) in run {
+            let k = keys[pos as usize] as u32;
+            args.push(k);
+            if kind == SplitKind::Mset {
+                args.push(k + 1);
             }
-        };
-        part.args.push(k as u32);
-        if kind == SplitKind::Mset {
-            part.args.push(k as u32 + 1);
+            positions.push(pos);
         }
-        part.positions.push(pos as u32);
+        parts.push(Part {
+            slot: run[0].0,
+            args,
+            positions,
+        });
     }
+    parts.sort_unstable_by_key(|p| p.positions[0]);
     parts
 }
 
@@ -374,6 +382,31 @@ mod tests {
             id: 1,
             proto: Proto::Resp2,
         }
+    }
+
+    #[test]
+    fn groups_keys_by_slot_in_order_of_first_appearance() {
+        // "{a}x" and "a" share a slot; "b" and "c" have their own.
+        let req = Request::from_args(&["MSET", "b", "1", "a", "2", "c", "3", "{a}x", "4"]);
+        let parts = group_by_slot(&req, SplitKind::Mset, &[1, 3, 5, 7]);
+        let got: Vec<(Slot, Vec<u32>, Vec<u32>)> = parts
+            .into_iter()
+            .map(|p| (p.slot, p.args, p.positions))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (key_slot(b"b"), vec![1, 2], vec![0]),
+                (key_slot(b"a"), vec![3, 4, 7, 8], vec![1, 3]),
+                (key_slot(b"c"), vec![5, 6], vec![2]),
+            ]
+        );
+        let req = Request::from_args(&["MGET", "a", "b", "{a}y"]);
+        let parts = group_by_slot(&req, SplitKind::Mget, &[1, 2, 3]);
+        assert_eq!(parts[0].args, vec![1, 3]);
+        assert_eq!(parts[0].positions, vec![0, 2]);
+        assert_eq!(parts[1].args, vec![2]);
+        assert!(group_by_slot(&req, SplitKind::Mget, &[]).is_empty());
     }
 
     #[test]
