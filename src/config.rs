@@ -292,4 +292,37 @@ mod tests {
         assert!(c.validate().is_err());
         assert!(Config::default().validate().is_err(), "no seeds");
     }
+
+    #[test]
+    fn env_beats_the_file_and_flags_beat_env() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let dir = std::env::temp_dir().join(format!("slotproxy-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nseeds = [\"127.0.0.1:5001\"]\n",
+        )
+        .unwrap();
+        // Only this test reads SLOTPROXY_* variables.
+        std::env::set_var("SLOTPROXY_LISTEN", "127.0.0.1:3");
+        std::env::set_var("SLOTPROXY_READ_FROM", "prefer-replica");
+        let file = path.to_str().unwrap();
+        let from_env = Cli::try_parse_from(["x", "--config", file]).unwrap();
+        let c = Config::resolve(&from_env.serve).unwrap();
+        let from_flag =
+            Cli::try_parse_from(["x", "--config", file, "--listen", "127.0.0.1:2"]).unwrap();
+        let f = Config::resolve(&from_flag.serve).unwrap();
+        std::env::remove_var("SLOTPROXY_LISTEN");
+        std::env::remove_var("SLOTPROXY_READ_FROM");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3", "env over file");
+        assert_eq!(c.read_from, ReadFrom::PreferReplica);
+        assert_eq!(f.listen, "127.0.0.1:2", "flag over env");
+    }
 }

@@ -8,7 +8,8 @@
 //! - [`config`]: TOML config, CLI/env overrides, validation.
 //! - [`server`]: start-up, accept loop, client limit, one [`session`] per client.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
-//! - [`session`]: one client: read, frame, route, queue replies in order, write.
+//! - [`session`]: one client: read, frame, route, queue replies in order, write; its
+//!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
 //! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
 //! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
@@ -17,6 +18,7 @@
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands.
 //! - [`pubsub`]: a subscribed client's own connection to one node.
+//! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer.
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
 //! - [`backend::conn`]: one multiplexed, pipelined backend socket.
 //! - [`backend::control`]: one-off control-path queries (`CLUSTER NODES`, `COMMAND`).
@@ -42,6 +44,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod pubsub;
 pub mod redirect;
+pub mod reply_queue;
 pub mod router;
 pub mod server;
 pub mod session;

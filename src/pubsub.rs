@@ -7,6 +7,7 @@
 //! the shared path.
 use crate::protocol::reply::{put_array_header, put_bulk, put_integer, Proto};
 use crate::protocol::reply_framer::{split_array, ReplyFramer};
+use crate::reply_queue::ReplyQueue;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 /// A client's live subscription connection.
 pub struct Subscription {
@@ -34,7 +34,7 @@ impl Subscription {
         addr: SocketAddr,
         proto: Proto,
         timeout: std::time::Duration,
-        queue: mpsc::Sender<T>,
+        queue: Arc<ReplyQueue<T>>,
         wrap: fn(Bytes) -> T,
     ) -> std::io::Result<Subscription> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -65,7 +65,7 @@ impl Subscription {
                                 continue;
                             }
                             let done = ends_subscription(&frame);
-                            if queue.send(wrap(frame)).await.is_err() || done {
+                            if !queue.push(wrap(frame)).await || done {
                                 break 'conn;
                             }
                         }

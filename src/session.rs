@@ -15,9 +15,10 @@ use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
 use crate::protocol::command::{CommandId, CommandInfo, Handling};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
-use crate::protocol::reply::{self, Proto};
+use crate::protocol::reply;
 use crate::proxy::Proxy;
-use crate::pubsub::{self, Subscription};
+use crate::pubsub::Subscription;
+use crate::reply_queue::ReplyQueue;
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -25,7 +26,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+
+mod subscribe;
+mod transaction;
+use transaction::Multi;
 
 /// What the reader does after dispatching one request.
 enum Step {
@@ -44,7 +48,8 @@ pub(crate) enum Pending {
     Close(Bytes),
     Forward(Forward, Client),
     Fanout(Fanout, Client),
-    Scan(fanout::Scan, Client),
+    /// Boxed: rare, and the largest variant would make every queued reply bigger.
+    Scan(Box<fanout::Scan>, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
 }
@@ -58,21 +63,12 @@ struct Pinned {
     conn: BackendConn,
 }
 
-/// A MULTI in progress.
-#[derive(Default)]
-struct Multi {
-    /// Commands queued before any key chose the node (sent on pinning, replies dropped).
-    queued: Vec<Bytes>,
-    /// A command could not be queued; EXEC will abort.
-    aborted: bool,
-}
-
 /// Serves one client until it disconnects, quits or breaks the protocol.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let id = proxy.next_session_id();
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let (tx, rx) = mpsc::channel(proxy.config.max_pipeline);
+    let queue = Arc::new(ReplyQueue::new(proxy.config.max_pipeline));
     let state = ClientState {
         id,
         authed: proxy.config.password.is_none(),
@@ -81,21 +77,29 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let reader = Reader {
         proxy: proxy.clone(),
         state,
-        tx,
-        keys: Vec::with_capacity(8),
+        tx: queue.clone(),
+        keys: Vec::new(),
         pinned: None,
         multi: None,
         blocking: None,
         sub: None,
         command: CommandId::UNKNOWN,
     };
-    tokio::join!(reader.run(read), write_loop(proxy.clone(), write, rx));
+    let reading = async {
+        reader.run(read).await;
+        queue.close_producer();
+    };
+    let writing = async {
+        write_loop(proxy.clone(), write, &queue).await;
+        queue.close_consumer();
+    };
+    tokio::join!(reading, writing);
 }
 
 struct Reader {
     proxy: Arc<Proxy>,
     state: ClientState,
-    tx: mpsc::Sender<Owed>,
+    tx: Arc<ReplyQueue<Owed>>,
     keys: Vec<usize>,
     pinned: Option<Pinned>,
     multi: Option<Multi>,
@@ -157,7 +161,7 @@ impl Reader {
                         };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
                         if let Some(p) = pending {
-                            if self.tx.send((p, timed)).await.is_err() {
+                            if !self.tx.push((p, timed)).await {
                                 return;
                             }
                         } else if let (Some(t), Some(m)) = (timed, &self.proxy.metrics) {
@@ -171,7 +175,7 @@ impl Reader {
                     Err(e) => {
                         let msg = reply::error(&format!("ERR Protocol error: {e}"));
                         self.proxy.metrics.iter().for_each(|m| m.protocol_error());
-                        let _ = self.tx.send((Pending::Close(msg), None)).await;
+                        let _ = self.tx.push((Pending::Close(msg), None)).await;
                         return;
                     }
                 }
@@ -207,10 +211,12 @@ impl Reader {
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
             return Step::Queue(self.in_multi(info, &req));
         }
-        if let Some(step) = self.pubsub_step(info, &req) {
-            return step;
+        if self.sub.is_some() || info.handling == Handling::PubSub {
+            if let Some(step) = self.pubsub_step(info, &req) {
+                return step;
+            }
         }
-        if name == "reset" {
+        if info.handling == Handling::Local && name == "reset" {
             self.sub = None;
             self.multi = None;
             self.pinned = None;
@@ -243,7 +249,7 @@ impl Reader {
             }
             Handling::AllMasters if name == "scan" => {
                 match fanout::scan(&proxy, self.client(), &req) {
-                    Ok(s) => Pending::Scan(s, self.client()),
+                    Ok(s) => Pending::Scan(Box::new(s), self.client()),
                     Err(e) => Pending::Ready(e),
                 }
             }
@@ -261,79 +267,6 @@ impl Reader {
             Handling::PubSub | Handling::Unsupported => Pending::Ready(unsupported(info)),
         };
         Step::Queue(p)
-    }
-
-    /// Subscription commands, and what a subscribed client may do; `None` for the normal path.
-    fn pubsub_step(&mut self, info: &CommandInfo, req: &Request) -> Option<Step> {
-        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
-            self.sub = None; // the node reported no subscriptions left
-        }
-        let name = info.name.as_str();
-        let subscribed = self.sub.is_some();
-        match name {
-            "subscribe" | "psubscribe" | "ssubscribe" => Some(Step::Subscribe(req.clone())),
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" if subscribed => Some(Step::Subscribe(req.clone())),
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
-                let channels: Vec<&[u8]> = (1..req.argc()).map(|i| req.arg(i)).collect();
-                Some(Step::Queue(Pending::Ready(pubsub::unsubscribe_when_idle(name.as_bytes(), &channels, self.state.proto))))
-            }
-            // RESP2 clients in subscribed mode may only do this much, as with Redis.
-            _ if subscribed && self.state.proto == Proto::Resp2 => match name {
-                "ping" => Some(Step::Subscribe(req.clone())),
-                "quit" | "reset" => None,
-                _ => Some(Step::Queue(Pending::Ready(reply::error(&format!(
-                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-                ))))),
-            },
-            _ => None,
-        }
-    }
-
-    /// Sends a subscription command on the client's subscription connection, opening it first
-    /// if needed. Replies arrive through the connection's own task; `Some` only for an error.
-    async fn subscribe(&mut self, req: Request) -> Option<Pending> {
-        if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
-            self.sub = None;
-        }
-        if self.sub.is_none() {
-            let shard = req.arg(0).eq_ignore_ascii_case(b"ssubscribe");
-            let slot = if shard {
-                let proxy = self.proxy.clone();
-                let info = proxy.commands.lookup(&req)?;
-                match self.slot_of(info, &req) {
-                    Ok(s) => s,
-                    Err(e) => return Some(Pending::Ready(route_error(&self.proxy, e))),
-                }
-            } else {
-                None
-            };
-            let addr = match self.master_for(slot) {
-                Ok(a) => a,
-                Err(e) => return Some(Pending::Ready(e)),
-            };
-            let timeout = self.proxy.config.connect_timeout;
-            match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
-                (Pending::Ready(b), None)
-            })
-            .await
-            {
-                Ok(s) => self.sub = Some(s),
-                Err(e) => {
-                    return Some(Pending::Ready(reply::error(&format!(
-                        "CLUSTERDOWN slotproxy: cannot reach node {addr}: {e}"
-                    ))))
-                }
-            }
-        }
-        let sub = self.sub.as_mut().expect("opened above");
-        if let Err(e) = sub.send(req.bytes()).await {
-            let addr = sub.addr;
-            self.sub = None;
-            return Some(Pending::Ready(reply::error(&format!(
-                "ERR slotproxy: subscription connection to {addr} lost: {e}"
-            ))));
-        }
-        None
     }
 
     fn slot_of(
@@ -380,15 +313,12 @@ impl Reader {
         Ok(view.backends[i].addr())
     }
 
-    fn dedicated(&self, addr: SocketAddr) -> Pinned {
+    /// A connection of this client's own to `addr` (see `NodeBackend::dedicated`).
+    fn dedicated(&self, addr: SocketAddr, may_block: bool) -> Pinned {
+        let node = self.proxy.refresher.pool().node(addr);
         Pinned {
             addr,
-            conn: self
-                .proxy
-                .refresher
-                .pool()
-                .node(addr)
-                .dedicated(self.state.proto),
+            conn: node.dedicated(self.state.proto, may_block),
         }
     }
 
@@ -406,148 +336,10 @@ impl Reader {
             Err(e) => return Pending::Ready(e),
         };
         if self.blocking.as_ref().is_none_or(|b| b.addr != addr) {
-            self.blocking = Some(self.dedicated(addr));
+            self.blocking = Some(self.dedicated(addr, true));
         }
         let b = self.blocking.as_ref().expect("set above");
         Pending::Direct(b.conn.send(None, req.bytes().clone()), addr)
-    }
-
-    fn send_pinned(&self, bytes: Bytes) -> Pending {
-        let p = self.pinned.as_ref().expect("caller checked");
-        Pending::Direct(p.conn.send(None, bytes), p.addr)
-    }
-
-    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH outside a MULTI.
-    fn transaction(&mut self, info: &CommandInfo, req: Request) -> Pending {
-        match info.name.as_str() {
-            "multi" => {
-                self.multi = Some(Multi::default());
-                match self.pinned {
-                    Some(_) => self.send_pinned(req.bytes().clone()),
-                    None => Pending::Ready(Bytes::from_static(reply::OK)),
-                }
-            }
-            "exec" => Pending::Ready(reply::error("ERR EXEC without MULTI")),
-            "discard" => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
-            "watch" => {
-                let addr = match self.master_for_keys(info, &req) {
-                    Ok(a) => a,
-                    Err(e) => return Pending::Ready(e),
-                };
-                match &self.pinned {
-                    Some(p) if p.addr != addr => return Pending::Ready(reply::error(
-                        "ERR slotproxy: all keys WATCHed before a MULTI must be served by one node",
-                    )),
-                    Some(_) => {}
-                    None => self.pinned = Some(self.dedicated(addr)),
-                }
-                self.send_pinned(req.bytes().clone())
-            }
-            "unwatch" => match self.pinned.take() {
-                Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
-                None => Pending::Ready(Bytes::from_static(reply::OK)),
-            },
-            _ => Pending::Ready(unsupported(info)),
-        }
-    }
-
-    /// Any command while a MULTI is open.
-    fn in_multi(&mut self, info: &CommandInfo, req: &Request) -> Pending {
-        let name = info.name.as_str();
-        match name {
-            "multi" => return Pending::Ready(reply::error("ERR MULTI calls can not be nested")),
-            "watch" => {
-                return Pending::Ready(reply::error("ERR WATCH inside MULTI is not allowed"))
-            }
-            "exec" | "discard" => {
-                let multi = self.multi.take().expect("in multi");
-                let pinned = self.pinned.take();
-                if name == "discard" {
-                    return match pinned {
-                        Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
-                        None => Pending::Ready(Bytes::from_static(reply::OK)),
-                    };
-                }
-                if multi.aborted {
-                    if let Some(p) = pinned {
-                        drop(
-                            p.conn
-                                .send(None, Request::from_args(&["DISCARD"]).bytes().clone()),
-                        );
-                    }
-                    return Pending::Ready(reply::error(
-                        "EXECABORT Transaction discarded because of previous errors.",
-                    ));
-                }
-                let p = match pinned {
-                    Some(p) => p,
-                    None if multi.queued.is_empty() => {
-                        return Pending::Ready(Bytes::from_static(b"*0\r\n"))
-                    }
-                    None => match self.master_for(None) {
-                        Ok(addr) => {
-                            let p = self.dedicated(addr);
-                            drop(
-                                p.conn
-                                    .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
-                            );
-                            for q in multi.queued {
-                                drop(p.conn.send(None, q));
-                            }
-                            p
-                        }
-                        Err(e) => return Pending::Ready(e),
-                    },
-                };
-                return Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr);
-            }
-            _ => {}
-        }
-        let slot = match self.slot_of(info, req) {
-            Ok(s) => s,
-            Err(e) => {
-                self.multi.as_mut().expect("in multi").aborted = true;
-                return Pending::Ready(route_error(&self.proxy, e));
-            }
-        };
-        match (&self.pinned, slot) {
-            (Some(p), Some(slot)) => {
-                if self.master_for(Some(slot)).ok() != Some(p.addr) {
-                    self.multi.as_mut().expect("in multi").aborted = true;
-                    return Pending::Ready(reply::error(
-                        "CROSSSLOT slotproxy: all keys of a transaction must be served by one node",
-                    ));
-                }
-            }
-            (Some(_), None) => {}
-            (None, None) => {
-                self.multi
-                    .as_mut()
-                    .expect("in multi")
-                    .queued
-                    .push(req.bytes().clone());
-                return Pending::Ready(Bytes::from_static(reply::QUEUED));
-            }
-            (None, Some(slot)) => {
-                let addr = match self.master_for(Some(slot)) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        self.multi.as_mut().expect("in multi").aborted = true;
-                        return Pending::Ready(e);
-                    }
-                };
-                let p = self.dedicated(addr);
-                drop(
-                    p.conn
-                        .send(None, Request::from_args(&["MULTI"]).bytes().clone()),
-                );
-                for q in std::mem::take(&mut self.multi.as_mut().expect("in multi").queued) {
-                    drop(p.conn.send(None, q));
-                }
-                self.pinned = Some(p);
-            }
-        }
-        self.send_pinned(req.bytes().clone())
     }
 }
 
@@ -575,20 +367,20 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 }
 
 /// Writes replies in request order, batching whatever is ready into one write.
-async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Owed>) {
+async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQueue<Owed>) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
     let mut next: Option<Owed> = None;
     loop {
         let (pending, timed) = match next.take() {
             Some(p) => p,
-            None => match rx.try_recv() {
-                Ok(p) => p,
-                Err(_) => {
+            None => match queue.try_pop() {
+                Some(p) => p,
+                None => {
                     if !out.is_empty() && !flush(&mut write, &mut out).await {
                         return;
                     }
-                    match rx.recv().await {
+                    match queue.pop().await {
                         Some(p) => p,
                         None => return,
                     }
@@ -659,7 +451,7 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, mut rx: mpsc::
         if out.len() >= 64 * 1024 && !flush(&mut write, &mut out).await {
             return;
         }
-        next = rx.try_recv().ok();
+        next = queue.try_pop();
     }
 }
 

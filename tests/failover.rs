@@ -127,3 +127,79 @@ fn proxy_with_an_unreachable_seed_answers_clusterdown() {
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Sends a signal to a process by pid with the `kill` command (no `unsafe` here).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_hung_node_costs_its_callers_a_timeout_error_and_nobody_else_anything() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &["--command-timeout-ms", "500"]);
+    let mut c = proxy.client();
+    let hung = cluster.masters()[0];
+    let keys: Vec<String> = (0..200).map(|i| format!("hang:{i}")).collect();
+    let on_hung = keys
+        .iter()
+        .find(|k| cluster.master_of_slot(key_slot(k.as_bytes()).0) == hung)
+        .unwrap()
+        .clone();
+    let elsewhere = keys
+        .iter()
+        .find(|k| cluster.master_of_slot(key_slot(k.as_bytes()).0) != hung)
+        .unwrap()
+        .clone();
+    let _: () = c.set(&on_hung, "x").unwrap();
+    let _: () = c.set(&elsewhere, "y").unwrap();
+
+    let pid = cluster.raw().pid(hung).expect("pid of the master");
+    signal(pid, "-STOP");
+    let started = Instant::now();
+    let waiter = {
+        let key = on_hung.clone();
+        std::thread::spawn(move || {
+            let r = c.get::<_, String>(&key);
+            (r, started.elapsed(), c)
+        })
+    };
+    // While that client waits on the hung node, another is served at once.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut other = proxy.client();
+    let asked = Instant::now();
+    let v: String = other.get(&elsewhere).unwrap();
+    let other_took = asked.elapsed();
+    let (r, waited, mut c) = waiter.join().unwrap();
+    signal(pid, "-CONT");
+    let err = r.unwrap_err();
+    assert!(
+        err.to_string().contains("did not reply within 500 ms"),
+        "{err}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "the timeout took {waited:?}"
+    );
+    assert_eq!(v, "y");
+    assert!(
+        other_took < Duration::from_millis(400),
+        "a bystander waited {other_took:?}"
+    );
+    // After the node wakes up, its keys are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.get::<_, String>(&on_hung) {
+            Ok(v) => {
+                assert_eq!(v, "x");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "node never served again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

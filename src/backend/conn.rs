@@ -16,12 +16,14 @@ use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 /// The reply to one job: the node's exact reply bytes, or why there is none.
@@ -33,6 +35,8 @@ pub type ReplyRx = oneshot::Receiver<ReplyResult>;
 const COPY_LIMIT: usize = 16 * 1024;
 /// Stop gathering jobs into one write past this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
+/// How often a connection whose handles are all gone looks for replies nobody waits for.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
 /// After a failed connect, fail new jobs at once for this long instead of reconnecting per job.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -172,6 +176,22 @@ async fn connect(addr: SocketAddr, opts: &ConnOptions) -> std::io::Result<TcpStr
     }
 }
 
+/// The replies a connection owes, in request order: filled by the writer before it writes,
+/// emptied by the reader as replies arrive. Both halves run in the connection's one task, so
+/// the lock is never contended; `more` wakes a reader that waits with nothing in flight (to
+/// start the reply deadline of what was just sent).
+struct Inflight {
+    queue: Mutex<VecDeque<Pending>>,
+    writer_done: AtomicBool,
+    more: Notify,
+}
+
+impl Inflight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Runs one established connection until it breaks (returns the error) or every handle is gone
 /// and every reply someone still waits for has arrived (returns `None`): a dedicated connection
 /// dropped right after sending EXEC still delivers EXEC's reply.
@@ -183,25 +203,29 @@ async fn serve(
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let (read, write) = stream.into_split();
-    let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
-    let mut inflight = VecDeque::new();
+    let inflight = Inflight {
+        queue: Mutex::new(VecDeque::new()),
+        writer_done: AtomicBool::new(false),
+        more: Notify::new(),
+    };
     let result = {
-        let writer = write_loop(write, first, rx, pending_tx, opts, stats);
-        let reader = read_loop(read, &mut pending_rx, &mut inflight, stats);
+        let writer = write_loop(write, first, rx, &inflight, opts, stats);
+        let reader = read_loop(read, &inflight, stats);
         tokio::pin!(writer, reader);
         tokio::select! {
             r = &mut writer => match r {
                 Some(e) => Some(e),
-                None => (&mut reader).await,
+                None => {
+                    inflight.writer_done.store(true, Ordering::Release);
+                    inflight.more.notify_one();
+                    (&mut reader).await
+                }
             },
             r = &mut reader => Some(r.unwrap_or(BackendError::Lost)),
         }
     };
     let error = result.unwrap_or(BackendError::Lost);
-    while let Ok(p) = pending_rx.try_recv() {
-        inflight.push_back(p);
-    }
-    for p in inflight {
+    for p in inflight.lock().drain(..) {
         let _ = p.reply.send(Err(error));
     }
     result
@@ -212,11 +236,12 @@ async fn write_loop(
     mut write: OwnedWriteHalf,
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
-    pending: mpsc::UnboundedSender<Pending>,
+    inflight: &Inflight,
     opts: &ConnOptions,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
+    let mut owed: Vec<Pending> = Vec::new();
     let mut next = Some(first);
     loop {
         let job = match next.take() {
@@ -226,28 +251,25 @@ async fn write_loop(
         let mut job = Some(job);
         // The jobs gathered here go out in one write: one clock read for the batch.
         let sent = Instant::now();
+        let deadline = opts.timeout.map(|t| sent + t);
         let role = stats.map_or(Role::Master, |s| s.role());
         while let Some(j) = job.take() {
-            let deadline = opts.timeout.map(|t| sent + t);
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
                 batch.extend_from_slice(p);
             }
-            if pending
-                .send(Pending {
-                    reply: j.reply,
-                    skip,
-                    deadline,
-                    sent,
-                    role,
-                })
-                .is_err()
-            {
-                return Some(BackendError::Lost);
-            }
+            owed.push(Pending {
+                reply: j.reply,
+                skip,
+                deadline,
+                sent,
+                role,
+            });
             if j.bytes.len() < COPY_LIMIT {
                 batch.extend_from_slice(&j.bytes);
             } else {
+                // Owed before written: the reply may come back before write_all returns.
+                hand_over(inflight, &mut owed);
                 if !batch.is_empty() && write.write_all(&batch).await.is_err() {
                     return Some(BackendError::Lost);
                 }
@@ -260,6 +282,7 @@ async fn write_loop(
                 job = rx.try_recv().ok();
             }
         }
+        hand_over(inflight, &mut owed);
         if !batch.is_empty() {
             if write.write_all(&batch).await.is_err() {
                 return Some(BackendError::Lost);
@@ -272,44 +295,49 @@ async fn write_loop(
     }
 }
 
+/// Moves the batch's reply slots to the reader, under one lock.
+fn hand_over(inflight: &Inflight, owed: &mut Vec<Pending>) {
+    if owed.is_empty() {
+        return;
+    }
+    let mut q = inflight.lock();
+    let was_empty = q.is_empty();
+    q.extend(owed.drain(..));
+    drop(q);
+    if was_empty {
+        inflight.more.notify_one();
+    }
+}
+
 /// Frames replies and completes pending jobs in order. Returns why the connection must close,
 /// or `None` once the writer is gone and no one waits for a reply any more.
 async fn read_loop(
     mut read: OwnedReadHalf,
-    pending_rx: &mut mpsc::UnboundedReceiver<Pending>,
-    inflight: &mut VecDeque<Pending>,
+    inflight: &Inflight,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
-    let mut writer_gone = false;
     loop {
-        while let Ok(p) = pending_rx.try_recv() {
-            inflight.push_back(p);
-        }
-        // Draining after the writer is gone: once nobody waits for any reply still due (a BLPOP
-        // whose client left), stop waiting for them.
-        if writer_gone && inflight.iter().all(|p| p.reply.is_closed()) {
-            return None;
-        }
+        let writer_done = inflight.writer_done.load(Ordering::Acquire);
+        let (empty, deadline) = {
+            let q = inflight.lock();
+            // Draining after the writer is gone: once nobody waits for any reply still due (a
+            // BLPOP whose client left), stop waiting for them.
+            if writer_done && q.iter().all(|p| p.reply.is_closed()) {
+                return None;
+            }
+            (q.is_empty(), q.front().and_then(|p| p.deadline))
+        };
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let deadline = inflight.front().and_then(|p| p.deadline);
-        let n = if inflight.is_empty() {
+        let n = if empty {
             tokio::select! {
                 r = read.read_buf(&mut buf) => r,
-                p = pending_rx.recv() => {
-                    match p {
-                        Some(p) => inflight.push_back(p),
-                        None => return None,
-                    }
-                    continue;
-                }
+                _ = inflight.more.notified() => continue,
             }
         } else {
-            // While draining, wake when the last reply someone waits for stops being wanted.
-            let mut waiter = inflight.iter_mut().rev().find(|p| !p.reply.is_closed());
             let read = async {
                 match deadline {
                     Some(d) => tokio::time::timeout_at(d, read.read_buf(&mut buf))
@@ -323,14 +351,9 @@ async fn read_loop(
                     Some(r) => r,
                     None => return Some(BackendError::Timeout),
                 },
-                _ = async { waiter.as_mut().expect("checked").reply.closed().await }, if writer_gone && waiter.is_some() => continue,
-                p = pending_rx.recv(), if !writer_gone => {
-                    match p {
-                        Some(p) => inflight.push_back(p),
-                        None => writer_gone = true,
-                    }
-                    continue;
-                }
+                // While draining, look again now and then for replies no one wants any more.
+                _ = tokio::time::sleep(DRAIN_CHECK), if writer_done => continue,
+                _ = inflight.more.notified(), if !writer_done => continue,
             }
         };
         match n {
@@ -339,6 +362,7 @@ async fn read_loop(
         }
         // Every reply in this read arrived now: one clock read per batch (metrics).
         let arrived = stats.map(|_| Instant::now());
+        let mut q = inflight.lock();
         loop {
             let reply = match framer.next_reply(&mut buf) {
                 Ok(Some(r)) => r,
@@ -348,19 +372,14 @@ async fn read_loop(
             if reply.first() == Some(&b'>') {
                 continue; // RESP3 push data is not an answer to anything on a shared connection
             }
-            if inflight.is_empty() {
-                while let Ok(p) = pending_rx.try_recv() {
-                    inflight.push_back(p);
-                }
-            }
-            let Some(front) = inflight.front_mut() else {
+            let Some(front) = q.front_mut() else {
                 return Some(BackendError::Lost); // a reply nobody asked for: out of step
             };
             if front.skip > 0 {
                 front.skip -= 1;
                 continue;
             }
-            let p = inflight.pop_front().expect("front exists");
+            let p = q.pop_front().expect("front exists");
             if let (Some(s), Some(at)) = (stats, arrived) {
                 s.observe(p.role, at.saturating_duration_since(p.sent));
             }

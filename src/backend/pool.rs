@@ -73,14 +73,15 @@ impl NodeBackend {
         &set[(session_id % set.len() as u64) as usize]
     }
 
-    /// A new connection for one client alone (transactions, blocking commands), without a
-    /// reply timeout; it closes when the handle is dropped.
-    pub fn dedicated(&self, proto: Proto) -> BackendConn {
+    /// A new connection for one client alone, closed when the handle is dropped. Transactions
+    /// keep the command timeout (`may_block: false`); blocking commands wait as long as the
+    /// client asked (`may_block: true`).
+    pub fn dedicated(&self, proto: Proto, may_block: bool) -> BackendConn {
         BackendConn::spawn(
             self.addr,
             ConnOptions {
                 proto,
-                timeout: None,
+                timeout: if may_block { None } else { self.opts.timeout },
                 ..self.opts
             },
             self.events.clone(),
