@@ -171,15 +171,17 @@ impl Topology {
             return Err(TopologyError::NoSlots);
         }
 
+        // Link replicas to masters through an id index: linear in the number of nodes.
+        let masters: std::collections::HashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == Role::Master)
+            .map(|(i, n)| (n.id.as_str(), i))
+            .collect();
         let mut replicas = vec![Vec::new(); nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
-            if let Some(mid) = &n.master_id {
-                if let Some(m) = nodes
-                    .iter()
-                    .position(|m| &m.id == mid && m.role == Role::Master)
-                {
-                    replicas[m].push(i as u16);
-                }
+            if let Some(&m) = n.master_id.as_deref().and_then(|mid| masters.get(mid)) {
+                replicas[m].push(i as u16);
             }
         }
         // Only masters that serve slots count: a node that was briefly an empty master (every
