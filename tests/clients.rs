@@ -293,3 +293,65 @@ fn both_runtime_shapes_serve_many_connections() {
         );
     }
 }
+
+#[test]
+fn a_password_guards_the_proxy_like_requirepass() {
+    let cluster = Cluster::start();
+    // The harness's readiness probe cannot AUTH, so wait for PING only.
+    let proxy = Proxy::start_unready(&cluster.nodes(), &["--password", "s3cret"]);
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut exchange = |req: &str, want: &str| {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while got.len() < want.len() {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want, "for {req:?}");
+    };
+    exchange("GET k\r\n", "-NOAUTH Authentication required.\r\n");
+    exchange(
+        "AUTH wrong\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    exchange(
+        "AUTH someone s3cret\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    exchange("AUTH s3cret\r\n", "+OK\r\n");
+    // Routed once authenticated (retry while the topology loads).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut c = redis::Client::open(format!("redis://:s3cret@{}", proxy.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    loop {
+        match c.set::<_, _, ()>("pw-key", "v") {
+            Ok(()) => break,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v: String = c.get("pw-key").unwrap();
+    assert_eq!(v, "v");
+    // HELLO 3 with AUTH inside, as modern clients connect.
+    let mut h = TcpStream::connect(proxy.addr()).unwrap();
+    h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    h.write_all(b"HELLO 3 AUTH default s3cret\r\nGET pw-key\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"$1\r\nv\r\n") {
+        let n = h.read(&mut buf).unwrap();
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
