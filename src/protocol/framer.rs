@@ -10,6 +10,7 @@
 //! is cut off the buffer with `split_to(..).freeze()`: its bytes are never copied, and its
 //! arguments are `(start, end)` offsets into them.
 use super::inline;
+use super::reply::put_header;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Limits a client's input must respect; checked before anything is allocated.
@@ -172,26 +173,7 @@ pub struct Request {
 impl Request {
     /// Builds a request from arguments (used for requests the proxy makes itself).
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
-        let body: usize = args
-            .iter()
-            .map(|a| a.as_ref().len())
-            .map(|n| 1 + decimal_len(n as u64) + 2 + n + 2)
-            .sum();
-        let mut out = BytesMut::with_capacity(1 + decimal_len(args.len() as u64) + 2 + body);
-        let mut spans = Spans::for_count(args.len());
-        put_header(&mut out, b'*', args.len());
-        for arg in args {
-            let arg = arg.as_ref();
-            put_header(&mut out, b'$', arg.len());
-            let start = out.len();
-            out.put_slice(arg);
-            spans.push((offset(start), offset(out.len())));
-            out.put_slice(b"\r\n");
-        }
-        Request {
-            bytes: out.freeze(),
-            args: spans,
-        }
+        encode(args.iter().map(AsRef::as_ref))
     }
     /// The exact bytes to forward.
     pub fn bytes(&self) -> &Bytes {
@@ -233,24 +215,6 @@ fn decimal_len(mut n: u64) -> usize {
         len += 1;
     }
     len
-}
-
-/// Writes `{kind}{n}\r\n` without going through `fmt` (hot path of re-encoding).
-pub(crate) fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n as u64;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_u8(kind);
-    out.put_slice(&digits[i..]);
-    out.put_slice(b"\r\n");
 }
 
 /// Parses a decimal integer exactly as Redis's `string2ll` does: optional `-`, no `+`, no
@@ -514,17 +478,25 @@ impl RequestFramer {
 /// Builds a request from inline-split arguments: `data` holds them back to back, `bounds`
 /// their `(start, end)` in `data`.
 pub(crate) fn encode_split(data: &[u8], bounds: &[(usize, usize)]) -> Request {
-    let body: usize = bounds
-        .iter()
-        .map(|&(s, e)| 1 + decimal_len((e - s) as u64) + 2 + (e - s) + 2)
+    encode(bounds.iter().map(|&(s, e)| &data[s..e]))
+}
+
+/// Encodes arguments as a RESP array of bulk strings, sized exactly up front.
+fn encode<'a, I>(args: I) -> Request
+where
+    I: ExactSizeIterator<Item = &'a [u8]> + Clone,
+{
+    let body: usize = args
+        .clone()
+        .map(|a| 1 + decimal_len(a.len() as u64) + 2 + a.len() + 2)
         .sum();
-    let mut out = BytesMut::with_capacity(1 + decimal_len(bounds.len() as u64) + 2 + body);
-    let mut spans = Spans::for_count(bounds.len());
-    put_header(&mut out, b'*', bounds.len());
-    for &(s, e) in bounds {
-        put_header(&mut out, b'$', e - s);
+    let mut out = BytesMut::with_capacity(1 + decimal_len(args.len() as u64) + 2 + body);
+    let mut spans = Spans::for_count(args.len());
+    put_header(&mut out, b'*', args.len() as i64);
+    for arg in args {
+        put_header(&mut out, b'$', arg.len() as i64);
         let start = out.len();
-        out.put_slice(&data[s..e]);
+        out.put_slice(arg);
         spans.push((offset(start), offset(out.len())));
         out.put_slice(b"\r\n");
     }

@@ -31,9 +31,7 @@ pub fn error(msg: &str) -> Bytes {
 }
 
 pub fn put_bulk(out: &mut BytesMut, data: &[u8]) {
-    out.put_u8(b'$');
-    put_decimal(out, data.len() as i64);
-    out.put_slice(b"\r\n");
+    put_header(out, b'$', data.len() as i64);
     out.put_slice(data);
     out.put_slice(b"\r\n");
 }
@@ -58,27 +56,27 @@ pub fn integer(n: i64) -> Bytes {
 }
 
 pub fn put_integer(out: &mut BytesMut, n: i64) {
-    out.put_u8(b':');
-    put_decimal(out, n);
-    out.put_slice(b"\r\n");
+    put_header(out, b':', n);
 }
 
 /// An aggregate header: `*n` for arrays, `%n` for RESP3 maps (`*2n` in RESP2).
 pub fn put_array_header(out: &mut BytesMut, n: usize) {
-    out.put_u8(b'*');
-    put_decimal(out, n as i64);
-    out.put_slice(b"\r\n");
+    put_header(out, b'*', n as i64);
 }
 
 pub fn put_map_header(out: &mut BytesMut, proto: Proto, n: usize) {
     match proto {
         Proto::Resp2 => put_array_header(out, 2 * n),
-        Proto::Resp3 => {
-            out.put_u8(b'%');
-            put_decimal(out, n as i64);
-            out.put_slice(b"\r\n");
-        }
+        Proto::Resp3 => put_header(out, b'%', n as i64),
     }
+}
+
+/// Writes a RESP line `{kind}{n}\r\n` (`$3`, `*2`, `:-1`, ...) without going through `fmt`: the
+/// hot path of every header the proxy encodes.
+pub(crate) fn put_header(out: &mut BytesMut, kind: u8, n: i64) {
+    out.put_u8(kind);
+    put_decimal(out, n);
+    out.put_slice(b"\r\n");
 }
 
 fn put_decimal(out: &mut BytesMut, n: i64) {
