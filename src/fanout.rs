@@ -146,9 +146,7 @@ pub fn all_masters(
     let mut parts = Vec::with_capacity(masters.len());
     for m in masters {
         // Route by a slot the master owns so redirects and retries work as for any request.
-        let slot = (0..16384u16)
-            .map(Slot)
-            .find(|s| view.topology.master_of(*s) == Some(m));
+        let slot = view.topology.first_slot_of(m);
         parts.push(Forward::start(
             proxy,
             client,
@@ -205,9 +203,7 @@ pub fn scan(proxy: &Proxy, client: Client, req: &Request) -> Result<Scan, Bytes>
     let Some(&node) = masters.get(master as usize) else {
         return Err(invalid());
     };
-    let slot = (0..16384u16)
-        .map(Slot)
-        .find(|s| view.topology.master_of(*s) == Some(node));
+    let slot = view.topology.first_slot_of(node);
     let mut b = BytesMut::with_capacity(req.bytes().len() + 8);
     put_array_header(&mut b, req.argc());
     put_bulk(&mut b, req.arg(0));

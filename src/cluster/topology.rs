@@ -215,6 +215,14 @@ impl Topology {
         }
     }
 
+    /// The lowest slot node `master` serves (to route a request meant for that master).
+    pub fn first_slot_of(&self, master: usize) -> Option<Slot> {
+        self.slot_owner
+            .iter()
+            .position(|&o| o as usize == master)
+            .map(|s| Slot(s as u16))
+    }
+
     /// Indices of the replicas of node `master`.
     pub fn replicas_of(&self, master: usize) -> &[u16] {
         &self.replicas[master]
@@ -299,6 +307,12 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         assert_eq!(t.nodes()[reps[0] as usize].addr.port(), 30004);
         assert_eq!(t.epoch(), 3);
         assert_eq!(t.serving_masters().len(), 3);
+        assert_eq!(t.first_slot_of(m0), Some(Slot(0)));
+        assert_eq!(
+            t.first_slot_of(reps[0] as usize),
+            None,
+            "a replica serves no slot"
+        );
     }
 
     #[test]
