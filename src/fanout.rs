@@ -223,7 +223,7 @@ impl Scan {
     /// The node's reply with its cursor turned into the client's: the next master's start when
     /// this master is done, 0 when the last one is.
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
-        let r = self.part.finish(proxy, client).await;
+        let r = self.part.finish(proxy, client, None).await;
         if r.first() == Some(&b'-') {
             return r;
         }
@@ -263,7 +263,7 @@ impl Fanout {
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
         let mut replies = Vec::with_capacity(self.parts.len());
         for part in self.parts {
-            replies.push(part.finish(proxy, client).await);
+            replies.push(part.finish(proxy, client, None).await);
         }
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
             return err.clone();

@@ -1,7 +1,7 @@
 //! One request on its way to the cluster: sent to the node the router picked, then carried
 //! through the [`redirect`](crate::redirect) policy (follow `-MOVED`/`-ASK`, retry `-TRYAGAIN`,
 //! `-CLUSTERDOWN`, `-LOADING` and unreachable nodes) until there is a reply for the client.
-use crate::backend::conn::{ReplyResult, ReplyRx};
+use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx};
 use crate::backend::BackendError;
 use crate::cluster::refresher::Trigger;
 use crate::cluster::slot::Slot;
@@ -11,7 +11,6 @@ use crate::redirect::{after_failure, after_redirect, RetryReason, Step};
 use crate::router::{pick_node, ReadFrom, RouteError};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use tokio::sync::oneshot::error::TryRecvError;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
@@ -25,9 +24,9 @@ pub struct Client {
 /// A request in flight.
 #[derive(Debug)]
 pub struct Forward {
-    rx: ReplyRx,
-    /// A reply taken early by [`Forward::try_now`] that needs more work.
-    early: Option<ReplyResult>,
+    /// Where the reply arrives; `None` while the first reply comes through the client's reply
+    /// queue instead (see [`Forward::route`]).
+    rx: Option<ReplyRx>,
     req: Bytes,
     slot: Option<Slot>,
     readonly: bool,
@@ -65,8 +64,7 @@ impl Forward {
     ) -> Result<Forward, Bytes> {
         let (addr, rx) = send_routed(proxy, client, &req, slot, readonly, false)?;
         Ok(Forward {
-            rx,
-            early: None,
+            rx: Some(rx),
             req,
             slot,
             readonly,
@@ -75,31 +73,52 @@ impl Forward {
         })
     }
 
-    /// The reply, if it is already here and final; never waits.
-    pub fn try_now(&mut self) -> Option<Bytes> {
-        if self.early.is_some() {
-            return None;
-        }
-        match self.rx.try_recv() {
-            Ok(Ok(b)) if b.first() != Some(&b'-') || parse_redirect(&b).is_none() => Some(b),
-            Ok(r) => {
-                self.early = Some(r);
-                None
-            }
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Closed) => {
-                self.early = Some(Err(BackendError::Lost));
-                None
-            }
-        }
+    /// Routes `req` by `slot` without sending it: the caller sends it on the returned
+    /// connection with a reply slot of its own, and hands the reply to [`Forward::first_reply`].
+    /// `Err` is the reply for a request that cannot be routed.
+    pub fn route(
+        proxy: &Proxy,
+        client: Client,
+        req: Bytes,
+        slot: Option<Slot>,
+        readonly: bool,
+    ) -> Result<(Forward, BackendConn), Bytes> {
+        let (addr, conn) = routed_conn(proxy, client, slot, readonly, false)?;
+        let f = Forward {
+            rx: None,
+            req,
+            slot,
+            readonly,
+            addr,
+            attempt: 0,
+        };
+        Ok((f, conn))
     }
 
-    /// Waits for the final reply, following redirects and retrying as the policy says.
-    pub async fn finish(mut self, proxy: &Proxy, client: Client) -> Bytes {
+    /// The request's bytes, to send.
+    pub fn request(&self) -> &Bytes {
+        &self.req
+    }
+
+    /// Whether a node's `reply` goes to the client as it is: anything but a redirect or an
+    /// error to retry, which [`finish`](Forward::finish) handles.
+    pub fn is_final(reply: &[u8]) -> bool {
+        reply.first() != Some(&b'-') || parse_redirect(reply).is_none()
+    }
+
+    /// Waits for the final reply, following redirects and retrying as the policy says. `first`
+    /// is the reply already delivered for a [routed](Forward::route) request.
+    pub async fn finish(
+        mut self,
+        proxy: &Proxy,
+        client: Client,
+        mut first: Option<ReplyResult>,
+    ) -> Bytes {
         loop {
-            let result = match self.early.take() {
-                Some(r) => r,
-                None => (&mut self.rx).await.unwrap_or(Err(BackendError::Lost)),
+            let result = match (first.take(), self.rx.as_mut()) {
+                (Some(r), _) => r,
+                (None, Some(rx)) => rx.await.unwrap_or(Err(BackendError::Lost)),
+                (None, None) => Err(BackendError::Lost), // no reply can come
             };
             let step = match result {
                 Ok(b) => {
@@ -137,9 +156,10 @@ impl Forward {
                 Step::Follow { addr, asking } => {
                     let node = proxy.refresher.pool().node(addr);
                     self.addr = addr;
-                    self.rx = node
-                        .conn(client.proto, client.id)
-                        .send(asking.then_some(ASKING), self.req.clone());
+                    self.rx = Some(
+                        node.conn(client.proto, client.id)
+                            .send(asking.then_some(ASKING), self.req.clone()),
+                    );
                 }
                 Step::Reroute { after, master } => {
                     tokio::time::sleep(after).await;
@@ -153,14 +173,14 @@ impl Forward {
                     ) {
                         Ok((addr, rx)) => {
                             self.addr = addr;
-                            self.rx = rx;
+                            self.rx = Some(rx);
                         }
                         Err(reply) if self.attempt + 1 >= crate::redirect::MAX_ATTEMPTS => {
                             return reply
                         }
                         Err(_) => {
                             // Nothing serves the slot yet (a failover in progress): try again.
-                            self.early = Some(Err(BackendError::Connect));
+                            first = Some(Err(BackendError::Connect));
                         }
                     }
                 }
@@ -178,6 +198,18 @@ fn send_routed(
     readonly: bool,
     force_master: bool,
 ) -> Result<(SocketAddr, ReplyRx), Bytes> {
+    let (addr, conn) = routed_conn(proxy, client, slot, readonly, force_master)?;
+    Ok((addr, conn.send(None, req.clone())))
+}
+
+/// The node the router picks for `slot`, and the client's shared connection to it.
+fn routed_conn(
+    proxy: &Proxy,
+    client: Client,
+    slot: Option<Slot>,
+    readonly: bool,
+    force_master: bool,
+) -> Result<(SocketAddr, BackendConn), Bytes> {
     let view = proxy.refresher.view();
     let policy = if force_master {
         ReadFrom::Master
@@ -193,10 +225,7 @@ fn send_routed(
     )
     .map_err(|e| route_error(proxy, e))?;
     let node = &view.backends[idx];
-    Ok((
-        node.addr(),
-        node.conn(client.proto, client.id).send(None, req.clone()),
-    ))
+    Ok((node.addr(), node.conn(client.proto, client.id).clone()))
 }
 
 /// The error a client sees when a node could not answer.

@@ -2,6 +2,12 @@
 //! connection, if any) and its writer. Unlike a channel it allocates nothing until something is
 //! queued and gives its memory back when drained, so an idle client costs no queue memory; when
 //! it holds `cap` items, producers wait (backpressure on a client that does not read).
+//!
+//! An item may wait for a node's reply: it is pushed with [`ReplyQueue::push_awaiting`], which
+//! gives it a sequence number, and the backend connection delivers the reply into that slot
+//! ([`ReplySink::complete`]). The consumer only gets items whose reply is in, in order. This is
+//! the per-request path with no channel and no allocation of its own.
+use crate::backend::conn::{ReplyResult, ReplySink};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
@@ -12,9 +18,24 @@ pub struct ReplyQueue<T> {
     cap: usize,
 }
 
+/// One queued item and the state of the node reply it waits for.
+struct Entry<T> {
+    item: T,
+    reply: Slot,
+}
+
+enum Slot {
+    /// The item is complete as it is.
+    NotAwaited,
+    Waiting,
+    Arrived(ReplyResult),
+}
+
 struct Inner<T> {
-    items: VecDeque<T>,
-    /// The consumer waiting for an item.
+    items: VecDeque<Entry<T>>,
+    /// The sequence number of `items[0]`: every push takes the next one.
+    head: u64,
+    /// The consumer waiting for the front item to be ready.
     consumer: Option<Waker>,
     /// Producers waiting for room (the reader and a subscription task: at most a few).
     producers: Vec<Waker>,
@@ -22,6 +43,20 @@ struct Inner<T> {
     closed_by_producer: bool,
     /// The consumer is gone: producers stop.
     closed_by_consumer: bool,
+}
+
+impl<T> Inner<T> {
+    fn front_ready(&self) -> bool {
+        self.items
+            .front()
+            .is_some_and(|e| !matches!(e.reply, Slot::Waiting))
+    }
+
+    fn wake_consumer(&mut self) {
+        if let Some(w) = self.consumer.take() {
+            w.wake();
+        }
+    }
 }
 
 /// Keep this much capacity after draining; more is given back.
@@ -32,6 +67,7 @@ impl<T> ReplyQueue<T> {
         ReplyQueue {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
+                head: 0,
                 consumer: None,
                 producers: Vec::new(),
                 closed_by_producer: false,
@@ -47,18 +83,29 @@ impl<T> ReplyQueue<T> {
 
     /// Queues `item`, waiting while the queue is full. `false` once the consumer is gone.
     pub async fn push(&self, item: T) -> bool {
-        let mut item = Some(item);
+        self.push_entry(item, Slot::NotAwaited).await.is_some()
+    }
+
+    /// Queues `item`, which the consumer gets only once the reply for the returned sequence
+    /// number has been delivered with [`ReplySink::complete`]. `None` once the consumer is gone.
+    pub async fn push_awaiting(&self, item: T) -> Option<u64> {
+        self.push_entry(item, Slot::Waiting).await
+    }
+
+    async fn push_entry(&self, item: T, reply: Slot) -> Option<u64> {
+        let mut entry = Some(Entry { item, reply });
         poll_fn(|cx| {
             let mut g = self.lock();
             if g.closed_by_consumer {
-                return Poll::Ready(false);
+                return Poll::Ready(None);
             }
             if g.items.len() < self.cap {
-                g.items.push_back(item.take().expect("pushed once"));
-                if let Some(w) = g.consumer.take() {
-                    w.wake();
+                let seq = g.head + g.items.len() as u64;
+                g.items.push_back(entry.take().expect("pushed once"));
+                if g.items.len() == 1 && g.front_ready() {
+                    g.wake_consumer();
                 }
-                return Poll::Ready(true);
+                return Poll::Ready(Some(seq));
             }
             if !g.producers.iter().any(|w| w.will_wake(cx.waker())) {
                 g.producers.push(cx.waker().clone());
@@ -68,34 +115,42 @@ impl<T> ReplyQueue<T> {
         .await
     }
 
-    /// The next item if one is queued; never waits.
-    pub fn try_pop(&self) -> Option<T> {
+    /// The front item and its node reply (`None` if it awaited none), if it is ready; never
+    /// waits.
+    pub fn try_pop(&self) -> Option<(T, Option<ReplyResult>)> {
         let mut g = self.lock();
-        let item = g.items.pop_front();
-        if item.is_some() {
-            for w in g.producers.drain(..) {
-                w.wake();
-            }
-            if g.items.is_empty() && g.items.capacity() > KEEP {
-                g.items = VecDeque::new();
-            }
+        if !g.front_ready() {
+            return None;
         }
-        item
+        let entry = g.items.pop_front().expect("front is ready");
+        g.head += 1;
+        for w in g.producers.drain(..) {
+            w.wake();
+        }
+        if g.items.is_empty() && g.items.capacity() > KEEP {
+            g.items = VecDeque::new();
+        }
+        let reply = match entry.reply {
+            Slot::Arrived(r) => Some(r),
+            _ => None,
+        };
+        Some((entry.item, reply))
     }
 
-    /// The next item, waiting for one; `None` once the producer side closed and all is drained.
-    pub async fn pop(&self) -> Option<T> {
+    /// The front item once it is ready, waiting for it; `None` once the producer side closed
+    /// and all is drained.
+    pub async fn pop(&self) -> Option<(T, Option<ReplyResult>)> {
         poll_fn(|cx| {
             if let Some(item) = self.try_pop() {
                 return Poll::Ready(Some(item));
             }
             let mut g = self.lock();
-            if !g.items.is_empty() {
-                // Pushed between the two locks: take it on the next poll.
+            if g.front_ready() {
+                // Became ready between the two locks: take it on the next poll.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if g.closed_by_producer {
+            if g.items.is_empty() && g.closed_by_producer {
                 return Poll::Ready(None);
             }
             g.consumer = Some(cx.waker().clone());
@@ -108,19 +163,41 @@ impl<T> ReplyQueue<T> {
     pub fn close_producer(&self) {
         let mut g = self.lock();
         g.closed_by_producer = true;
-        if let Some(w) = g.consumer.take() {
-            w.wake();
-        }
+        g.wake_consumer();
     }
 
     /// The consumer is gone: waiting and future pushes answer `false`.
     pub fn close_consumer(&self) {
         let mut g = self.lock();
         g.closed_by_consumer = true;
+        let n = g.items.len() as u64;
+        g.head += n;
         g.items = VecDeque::new();
         for w in g.producers.drain(..) {
             w.wake();
         }
+    }
+}
+
+impl<T: Send> ReplySink for ReplyQueue<T> {
+    fn complete(&self, seq: u64, reply: ReplyResult) {
+        let mut g = self.lock();
+        let Some(i) = seq.checked_sub(g.head) else {
+            return;
+        };
+        let Some(entry) = g.items.get_mut(i as usize) else {
+            return;
+        };
+        if matches!(entry.reply, Slot::Waiting) {
+            entry.reply = Slot::Arrived(reply);
+            if i == 0 {
+                g.wake_consumer();
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed_by_consumer
     }
 }
 
@@ -139,10 +216,10 @@ mod tests {
         let producer = tokio::spawn(async move { q2.push(3).await });
         tokio::task::yield_now().await;
         assert!(!producer.is_finished());
-        assert_eq!(q.pop().await, Some(1));
+        assert_eq!(q.pop().await, Some((1, None)));
         assert!(producer.await.unwrap());
-        assert_eq!(q.try_pop(), Some(2));
-        assert_eq!(q.pop().await, Some(3));
+        assert_eq!(q.try_pop(), Some((2, None)));
+        assert_eq!(q.pop().await, Some((3, None)));
         q.close_producer();
         assert_eq!(q.pop().await, None);
         q.close_consumer();
@@ -156,6 +233,46 @@ mod tests {
         let consumer = tokio::spawn(async move { q2.pop().await });
         tokio::task::yield_now().await;
         assert!(q.push(7).await);
-        assert_eq!(consumer.await.unwrap(), Some(7));
+        assert_eq!(consumer.await.unwrap(), Some((7, None)));
+    }
+
+    #[tokio::test]
+    async fn awaited_items_come_out_in_order_once_their_reply_is_in() {
+        use crate::backend::BackendError;
+        use bytes::Bytes;
+        let q = Arc::new(ReplyQueue::new(8));
+        let a = q.push_awaiting("a").await.unwrap();
+        assert!(q.push("b").await);
+        let c = q.push_awaiting("c").await.unwrap();
+        assert_eq!((a, c), (0, 2));
+        assert!(q.try_pop().is_none(), "a still waits for its reply");
+        // A later reply arriving first does not let anything jump the queue.
+        q.complete(c, Err(BackendError::Lost));
+        assert!(q.try_pop().is_none());
+        let q2 = q.clone();
+        let consumer = tokio::spawn(async move { q2.pop().await });
+        tokio::task::yield_now().await;
+        assert!(!consumer.is_finished());
+        q.complete(a, Ok(Bytes::from_static(b"+OK\r\n")));
+        let (item, reply) = consumer.await.unwrap().unwrap();
+        assert_eq!(
+            (item, reply.unwrap().unwrap()),
+            ("a", Bytes::from_static(b"+OK\r\n"))
+        );
+        assert_eq!(
+            q.try_pop().map(|(i, r)| (i, r.is_none())),
+            Some(("b", true))
+        );
+        let (item, reply) = q.try_pop().unwrap();
+        assert_eq!((item, reply.unwrap()), ("c", Err(BackendError::Lost)));
+        // Stale and unknown sequence numbers are ignored; so is anything after the client left.
+        q.complete(a, Ok(Bytes::new()));
+        q.complete(99, Ok(Bytes::new()));
+        let d = q.push_awaiting("d").await.unwrap();
+        assert_eq!(d, 3);
+        q.close_consumer();
+        assert!(q.is_closed());
+        q.complete(d, Ok(Bytes::new()));
+        assert!(q.push_awaiting("e").await.is_none());
     }
 }

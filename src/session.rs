@@ -7,7 +7,7 @@
 //! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
 //! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
 //! gets a dedicated connection so it blocks no one else.
-use crate::backend::conn::{BackendConn, ReplyRx};
+use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo};
 use crate::backend::BackendError;
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
@@ -34,6 +34,8 @@ use transaction::Multi;
 /// What the reader does after dispatching one request.
 enum Step {
     Queue(Pending),
+    /// A routed request: queued awaiting its reply, then sent on this connection.
+    Route(Forward, BackendConn),
     /// Queue this, then stop reading (QUIT).
     Stop(Pending),
     /// A subscription command: goes to the client's subscription connection.
@@ -77,6 +79,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let reader = Reader {
         proxy: proxy.clone(),
         state,
+        sink: queue.clone(),
         tx: queue.clone(),
         keys: Vec::new(),
         pinned: None,
@@ -100,6 +103,8 @@ struct Reader {
     proxy: Arc<Proxy>,
     state: ClientState,
     tx: Arc<ReplyQueue<Owed>>,
+    /// `tx`, as the backend connections see it.
+    sink: Arc<dyn ReplySink>,
     keys: Vec<usize>,
     pinned: Option<Pinned>,
     multi: Option<Multi>,
@@ -118,10 +123,10 @@ impl Reader {
             max_inline_len: c.max_inline_len,
         });
         let idle = c.client_idle_timeout;
-        // The read buffer exists only while the client has bytes for us: it is allocated when
-        // the socket turns readable and dropped when the socket has nothing more and every
-        // complete request is cut off it, so an idle client holds none (4 KiB less per idle
-        // connection), while a busy one keeps reading into the same buffer.
+        // The read buffer exists only while the client has bytes for us: it is taken when the
+        // socket turns readable and parked (see `SPARE`) when the socket has nothing more and
+        // every complete request is cut off it, so an idle client holds none (4 KiB less per
+        // idle connection), while a busy one keeps reading into the same buffer.
         let mut buf = BytesMut::new();
         loop {
             let ready = match idle {
@@ -134,6 +139,9 @@ impl Reader {
             if ready.is_err() {
                 return;
             }
+            if buf.is_empty() && buf.capacity() < 1024 {
+                buf = take_spare();
+            }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096.max(buf.len()));
             }
@@ -143,7 +151,7 @@ impl Reader {
                 None => {
                     // The readiness was stale: wait again, without the buffer if it is empty.
                     if buf.is_empty() {
-                        buf = BytesMut::new();
+                        park_spare(std::mem::take(&mut buf));
                     }
                     continue;
                 }
@@ -158,6 +166,17 @@ impl Reader {
                             Step::Queue(p) => (Some(p), false),
                             Step::Stop(p) => (Some(p), true),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
+                            Step::Route(f, conn) => {
+                                timed.iter_mut().for_each(|t| t.set_command(self.command));
+                                let bytes = f.request().clone();
+                                let owed = (Pending::Forward(f, self.client()), timed);
+                                let Some(seq) = self.tx.push_awaiting(owed).await else {
+                                    return;
+                                };
+                                let to = ReplyTo::Sink(self.sink.clone(), seq);
+                                conn.send_to(None, bytes, to);
+                                continue;
+                            }
                         };
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
                         if let Some(p) = pending {
@@ -181,7 +200,7 @@ impl Reader {
                 }
             }
             if buf.is_empty() {
-                buf = BytesMut::new(); // nothing pending: an idle client holds no buffer
+                park_spare(std::mem::take(&mut buf)); // an idle client holds no buffer
             }
         }
     }
@@ -222,10 +241,10 @@ impl Reader {
             self.pinned = None;
             self.blocking = None;
         }
-        let p = match info.handling {
+        match info.handling {
             Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
-                Outcome::Reply(r) => Pending::Ready(r),
-                Outcome::Close(r) => return Step::Stop(Pending::Close(r)),
+                Outcome::Reply(r) => Step::Queue(Pending::Ready(r)),
+                Outcome::Close(r) => Step::Stop(Pending::Close(r)),
                 Outcome::Forward => self.forward(req, None, false),
             },
             Handling::Forward => self.forward_keyed(info, req),
@@ -242,31 +261,34 @@ impl Reader {
                         &self.keys,
                         info.readonly,
                     ) {
-                        Ok(f) => Pending::Fanout(f, self.client()),
-                        Err(e) => Pending::Ready(e),
+                        Ok(f) => Step::Queue(Pending::Fanout(f, self.client())),
+                        Err(e) => Step::Queue(Pending::Ready(e)),
                     },
                 }
             }
             Handling::AllMasters if name == "scan" => {
-                match fanout::scan(&proxy, self.client(), &req) {
+                Step::Queue(match fanout::scan(&proxy, self.client(), &req) {
                     Ok(s) => Pending::Scan(Box::new(s), self.client()),
                     Err(e) => Pending::Ready(e),
-                }
+                })
             }
-            Handling::AllMasters => match fanout::all_masters_merge(name) {
+            Handling::AllMasters => Step::Queue(match fanout::all_masters_merge(name) {
                 Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
                 // Anything else would be one master's answer presented as the cluster's.
                 None => Pending::Ready(unsupported(info)),
-            },
-            Handling::Transaction => self.transaction(info, req),
-            Handling::Blocking if proxy.commands.may_block(info, &req) => self.blocking(info, req),
+            }),
+            Handling::Transaction => Step::Queue(self.transaction(info, req)),
+            Handling::Blocking if proxy.commands.may_block(info, &req) => {
+                Step::Queue(self.blocking(info, req))
+            }
             Handling::Blocking => self.forward_keyed(info, req),
-            Handling::PubSub | Handling::Unsupported => Pending::Ready(unsupported(info)),
-        };
-        Step::Queue(p)
+            Handling::PubSub | Handling::Unsupported => {
+                Step::Queue(Pending::Ready(unsupported(info)))
+            }
+        }
     }
 
     fn slot_of(
@@ -279,10 +301,10 @@ impl Reader {
         common_slot(req, &self.keys)
     }
 
-    fn forward_keyed(&mut self, info: &CommandInfo, req: Request) -> Pending {
+    fn forward_keyed(&mut self, info: &CommandInfo, req: Request) -> Step {
         match self.slot_of(info, &req) {
             Ok(slot) => self.forward(req, slot, info.readonly),
-            Err(e) => Pending::Ready(route_error(&self.proxy, e)),
+            Err(e) => Step::Queue(Pending::Ready(route_error(&self.proxy, e))),
         }
     }
 
@@ -291,11 +313,16 @@ impl Reader {
         req: Request,
         slot: Option<crate::cluster::slot::Slot>,
         readonly: bool,
-    ) -> Pending {
-        let client = self.client();
-        match Forward::start(&self.proxy, client, req.bytes().clone(), slot, readonly) {
-            Ok(f) => Pending::Forward(f, client),
-            Err(e) => Pending::Ready(e),
+    ) -> Step {
+        match Forward::route(
+            &self.proxy,
+            self.client(),
+            req.bytes().clone(),
+            slot,
+            readonly,
+        ) {
+            Ok((f, conn)) => Step::Route(f, conn),
+            Err(e) => Step::Queue(Pending::Ready(e)),
         }
     }
 
@@ -343,6 +370,24 @@ impl Reader {
     }
 }
 
+thread_local! {
+    /// An emptied read buffer with room left, parked by the session that emptied it for the
+    /// next session on this thread to read into. With many clients sending one request at a
+    /// time, their requests are read into one allocation in turn instead of one each, and no
+    /// idle client holds a buffer.
+    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+}
+
+fn take_spare() -> BytesMut {
+    SPARE.take().unwrap_or_default()
+}
+
+fn park_spare(buf: BytesMut) {
+    if buf.capacity() >= 1024 {
+        SPARE.set(Some(buf));
+    }
+}
+
 /// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
 /// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
 /// WouldBlock read syscall.
@@ -370,9 +415,9 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQueue<Owed>) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
-    let mut next: Option<Owed> = None;
+    let mut next: Option<(Owed, Option<ReplyResult>)> = None;
     loop {
-        let (pending, timed) = match next.take() {
+        let ((pending, timed), reply) = match next.take() {
             Some(p) => p,
             None => match queue.try_pop() {
                 Some(p) => p,
@@ -390,13 +435,13 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
         let (bytes, close) = match pending {
             Pending::Ready(b) => (b, false),
             Pending::Close(b) => (b, true),
-            Pending::Forward(mut f, client) => match f.try_now() {
-                Some(b) => (b, false),
-                None => {
+            Pending::Forward(f, client) => match reply {
+                Some(Ok(b)) if Forward::is_final(&b) => (b, false),
+                reply => {
                     if !out.is_empty() && !flush(&mut write, &mut out).await {
                         return;
                     }
-                    (f.finish(&proxy, client).await, false)
+                    (f.finish(&proxy, client, reply).await, false)
                 }
             },
             Pending::Scan(f, client) => {

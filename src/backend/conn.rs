@@ -31,6 +31,49 @@ pub type ReplyResult = Result<Bytes, BackendError>;
 pub type ReplyTx = oneshot::Sender<ReplyResult>;
 pub type ReplyRx = oneshot::Receiver<ReplyResult>;
 
+/// Where replies can be delivered by sequence number: a client's reply queue, which holds a
+/// slot for each reply it is owed. Delivering into it costs no allocation per request.
+pub trait ReplySink: Send + Sync {
+    /// Delivers the reply for the slot `seq` (ignored if that slot is gone).
+    fn complete(&self, seq: u64, reply: ReplyResult);
+    /// Nobody will read replies any more (the client left).
+    fn is_closed(&self) -> bool;
+}
+
+/// Where one job's reply goes.
+pub enum ReplyTo {
+    Oneshot(ReplyTx),
+    /// Slot `seq` of a client's reply queue (the hot path: one plain request).
+    Sink(Arc<dyn ReplySink>, u64),
+}
+
+impl ReplyTo {
+    fn send(self, reply: ReplyResult) {
+        match self {
+            ReplyTo::Oneshot(tx) => {
+                let _ = tx.send(reply);
+            }
+            ReplyTo::Sink(sink, seq) => sink.complete(seq, reply),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Oneshot(tx) => tx.is_closed(),
+            ReplyTo::Sink(sink, _) => sink.is_closed(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyTo::Oneshot(_) => f.write_str("ReplyTo::Oneshot"),
+            ReplyTo::Sink(_, seq) => write!(f, "ReplyTo::Sink({seq})"),
+        }
+    }
+}
+
 /// Writes smaller than this are copied into the batch buffer; larger ones are written directly.
 const COPY_LIMIT: usize = 16 * 1024;
 /// Stop gathering jobs into one write past this many bytes.
@@ -46,7 +89,7 @@ pub struct Job {
     /// Sent first on the same connection, its reply discarded (`ASKING` for an `-ASK` retry).
     pub prefix: Option<&'static [u8]>,
     pub bytes: Bytes,
-    pub reply: ReplyTx,
+    pub reply: ReplyTo,
 }
 
 /// How a connection is set up.
@@ -74,19 +117,24 @@ impl BackendConn {
     /// Queues `bytes` (a complete request) and returns where its reply will arrive.
     pub fn send(&self, prefix: Option<&'static [u8]>, bytes: Bytes) -> ReplyRx {
         let (reply, rx) = oneshot::channel();
+        self.send_to(prefix, bytes, ReplyTo::Oneshot(reply));
+        rx
+    }
+
+    /// Queues `bytes` (a complete request); its reply goes to `reply`.
+    pub fn send_to(&self, prefix: Option<&'static [u8]>, bytes: Bytes, reply: ReplyTo) {
         if let Err(mpsc::error::SendError(job)) = self.tx.send(Job {
             prefix,
             bytes,
             reply,
         }) {
-            let _ = job.reply.send(Err(BackendError::Connect));
+            job.reply.send(Err(BackendError::Connect));
         }
-        rx
     }
 }
 
 struct Pending {
-    reply: ReplyTx,
+    reply: ReplyTo,
     /// Replies to discard before this job's own (the `ASKING` reply).
     skip: u8,
     deadline: Option<Instant>,
@@ -130,9 +178,9 @@ async fn run(
 
 /// Fails `first` and every job already queued behind it.
 fn fail_queued(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>, error: BackendError) {
-    let _ = first.reply.send(Err(error));
+    first.reply.send(Err(error));
     while let Ok(job) = rx.try_recv() {
-        let _ = job.reply.send(Err(error));
+        job.reply.send(Err(error));
     }
 }
 
@@ -225,8 +273,9 @@ async fn serve(
         }
     };
     let error = result.unwrap_or(BackendError::Lost);
-    for p in inflight.lock().drain(..) {
-        let _ = p.reply.send(Err(error));
+    let failed: Vec<Pending> = inflight.lock().drain(..).collect();
+    for p in failed {
+        p.reply.send(Err(error));
     }
     result
 }
@@ -383,7 +432,7 @@ async fn read_loop(
             if let (Some(s), Some(at)) = (stats, arrived) {
                 s.observe(p.role, at.saturating_duration_since(p.sent));
             }
-            let _ = p.reply.send(Ok(reply));
+            p.reply.send(Ok(reply));
         }
     }
 }
