@@ -92,27 +92,56 @@ impl<T> ReplyQueue<T> {
         self.push_entry(item, Slot::Waiting).await
     }
 
+    /// [`push_awaiting`](ReplyQueue::push_awaiting) without waiting: `Err` gives `item` back
+    /// when the queue is full. Saves the future's moves of `item` on the per-request path.
+    pub fn try_push_awaiting(&self, item: T) -> Result<Option<u64>, T> {
+        self.try_push(Entry {
+            item,
+            reply: Slot::Waiting,
+        })
+        .map_err(|e| e.item)
+    }
+
     async fn push_entry(&self, item: T, reply: Slot) -> Option<u64> {
-        let mut entry = Some(Entry { item, reply });
+        // The usual case, a queue with room, without the future's state: no moves of `item`
+        // beyond the one into the queue.
+        let entry = match self.try_push(Entry { item, reply }) {
+            Ok(seq) => return seq,
+            Err(entry) => entry,
+        };
+        let mut entry = Some(entry);
         poll_fn(|cx| {
+            match self.try_push(entry.take().expect("pushed once")) {
+                Ok(seq) => return Poll::Ready(seq),
+                Err(e) => entry = Some(e),
+            }
             let mut g = self.lock();
-            if g.closed_by_consumer {
-                return Poll::Ready(None);
-            }
-            if g.items.len() < self.cap {
-                let seq = g.head + g.items.len() as u64;
-                g.items.push_back(entry.take().expect("pushed once"));
-                if g.items.len() == 1 && g.front_ready() {
-                    g.wake_consumer();
-                }
-                return Poll::Ready(Some(seq));
-            }
-            if !g.producers.iter().any(|w| w.will_wake(cx.waker())) {
+            if g.items.len() < self.cap || g.closed_by_consumer {
+                cx.waker().wake_by_ref(); // room (or the end) came between the two locks
+            } else if !g.producers.iter().any(|w| w.will_wake(cx.waker())) {
                 g.producers.push(cx.waker().clone());
             }
             Poll::Pending
         })
         .await
+    }
+
+    /// Pushes `entry` if there is room: `Ok(None)` once the consumer is gone, `Err` (the entry
+    /// back) when full.
+    fn try_push(&self, entry: Entry<T>) -> Result<Option<u64>, Entry<T>> {
+        let mut g = self.lock();
+        if g.closed_by_consumer {
+            return Ok(None);
+        }
+        if g.items.len() >= self.cap {
+            return Err(entry);
+        }
+        let seq = g.head + g.items.len() as u64;
+        g.items.push_back(entry);
+        if g.items.len() == 1 && g.front_ready() {
+            g.wake_consumer();
+        }
+        Ok(Some(seq))
     }
 
     /// The front item and its node reply (`None` if it awaited none), if it is ready; never

@@ -170,7 +170,11 @@ impl Reader {
                                 timed.iter_mut().for_each(|t| t.set_command(self.command));
                                 let bytes = f.request().clone();
                                 let owed = (Pending::Forward(f, self.client()), timed);
-                                let Some(seq) = self.tx.push_awaiting(owed).await else {
+                                let seq = match self.tx.try_push_awaiting(owed) {
+                                    Ok(seq) => seq,
+                                    Err(owed) => self.tx.push_awaiting(owed).await,
+                                };
+                                let Some(seq) = seq else {
                                     return;
                                 };
                                 let to = ReplyTo::Sink(self.sink.clone(), seq);
@@ -422,8 +426,18 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
             None => match queue.try_pop() {
                 Some(p) => p,
                 None => {
-                    if !out.is_empty() && !flush(&mut write, &mut out).await {
-                        return;
+                    if !out.is_empty() {
+                        // Replies are ready but the next is not in yet: let the backend
+                        // connections run once first, so that a pipeline spread over several
+                        // nodes usually goes back in one write rather than one per node.
+                        tokio::task::yield_now().await;
+                        if let Some(p) = queue.try_pop() {
+                            next = Some(p);
+                            continue;
+                        }
+                        if !flush(&mut write, &mut out).await {
+                            return;
+                        }
                     }
                     match queue.pop().await {
                         Some(p) => p,
