@@ -553,7 +553,7 @@ fn frame_whole(buf: &[u8], limits: &Limits) -> Option<(usize, Spans)> {
 /// Parses the plain decimal number at `buf[at..]` that ends with `\r\n`: the value and where
 /// the next line starts. `None` for no digits, a leading zero (other than `0` itself), more
 /// than [`FAST_MAX_DIGITS`] digits, any other byte before the `\r\n`, or a line not complete.
-fn parse_len_line(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+pub(crate) fn parse_len_line(buf: &[u8], at: usize) -> Option<(u64, usize)> {
     let stop = buf.len().min(at + FAST_MAX_DIGITS + 1);
     let mut value: u64 = 0;
     let mut i = at;
