@@ -258,7 +258,9 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
     }
 }
 
-/// Position of the first `needle` in `buf[from..]`, as an index into `buf`.
+/// Position of the first `needle` in `buf[from..]`, as an index into `buf`. `#[inline]`: the
+/// reply framer calls it too (see [`parse_len_line`]).
+#[inline]
 pub(crate) fn find_byte(buf: &[u8], from: usize, needle: u8) -> Option<usize> {
     buf.get(from..)?
         .iter()
@@ -553,6 +555,10 @@ fn frame_whole(buf: &[u8], limits: &Limits) -> Option<(usize, Spans)> {
 /// Parses the plain decimal number at `buf[at..]` that ends with `\r\n`: the value and where
 /// the next line starts. `None` for no digits, a leading zero (other than `0` itself), more
 /// than [`FAST_MAX_DIGITS`] digits, any other byte before the `\r\n`, or a line not complete.
+///
+/// `#[inline]` because the reply framer calls it too, and with several codegen units a call
+/// across them is otherwise never inlined (a call and return cost as much as the parse).
+#[inline]
 pub(crate) fn parse_len_line(buf: &[u8], at: usize) -> Option<(u64, usize)> {
     let stop = buf.len().min(at + FAST_MAX_DIGITS + 1);
     let mut value: u64 = 0;
