@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the protocol framers: pipelined small requests (throughput in bytes), a
 //! 3 MB SET arriving in 16 KiB reads against the same bytes in one piece (resumable framing must
-//! keep the chunked case within 2x of the one-shot case), and framing a pipelined mix of replies.
+//! keep the chunked case within 2x of the one-shot case), framing a pipelined mix of replies, and
+//! the hot path's common case on both sides: one 36-byte `GET` (and its `$3` reply) at a time,
+//! 16 per read as with `redis-benchmark -P 16`.
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use slotproxy::protocol::framer::{Limits, Request, RequestFramer};
@@ -58,8 +60,26 @@ fn requests(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // What one GET costs the framer, the buffer refilled as a socket read would, 16 at a time.
+    let batch = GET_FRAME.repeat(PIPELINE);
+    group.throughput(Throughput::Elements(PIPELINE as u64));
+    group.bench_function("GET 36 bytes, 16 per read", |b| {
+        let mut framer = RequestFramer::new(Limits::default());
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        b.iter(|| {
+            buf.extend_from_slice(&batch);
+            for _ in 0..PIPELINE {
+                black_box(framer.next_request(&mut buf).unwrap().unwrap());
+            }
+        })
+    });
     group.finish();
 }
+
+/// Requests (or replies) per socket read in the one-at-a-time cases.
+const PIPELINE: usize = 16;
+const GET_FRAME: &[u8] = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000012345\r\n";
+const GET_REPLY: &[u8] = b"$3\r\nxxx\r\n";
 
 fn big_bulk(c: &mut Criterion) {
     let value = vec![b'v'; 3 * 1024 * 1024];
@@ -111,6 +131,18 @@ fn replies(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    let batch = GET_REPLY.repeat(PIPELINE);
+    group.throughput(Throughput::Elements(PIPELINE as u64));
+    group.bench_function("$3 bulk, 16 per read", |b| {
+        let mut framer = ReplyFramer::new();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        b.iter(|| {
+            buf.extend_from_slice(&batch);
+            for _ in 0..PIPELINE {
+                black_box(framer.next_reply(&mut buf).unwrap().unwrap());
+            }
+        })
     });
     group.finish();
 }

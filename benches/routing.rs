@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 
 fn bench_key_slot(c: &mut Criterion) {
     let long = vec![b'k'; 100];
-    let cases: [(&str, &[u8]); 3] = [
+    let cases: [(&str, &[u8]); 4] = [
         ("short", b"key:000042"),
+        ("16_bytes", b"key:000000012345"),
         ("hash_tag", b"{user1000}.following"),
         ("100_bytes", &long),
     ];

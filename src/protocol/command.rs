@@ -8,7 +8,8 @@
 //!   with `python3 src/protocol/gen-fallback.py [path/to/redis-server]` (it starts a throwaway
 //!   server on a unix socket, captures the reply, checks it is complete and stops the server);
 //! - [`CommandTable::lookup`]: case-insensitive, allocation-free resolution of a request to its
-//!   command, or subcommand (`CLIENT SETNAME` -> `client|setname`);
+//!   command, or subcommand (`CLIENT SETNAME` -> `client|setname`), the command name found by
+//!   length and first letter without hashing;
 //! - [`CommandTable::keys`]: key positions, via the key specs (interpreted in
 //!   [`super::keyspec`]), so EVAL, XREAD, ZUNIONSTORE, ... route on their real keys, never on
 //!   `argv[1]`;
@@ -141,6 +142,57 @@ impl Hasher for NameHasher {
 
 type NameMap = HashMap<Box<[u8]>, CommandId, BuildHasherDefault<NameHasher>>;
 
+/// The names a client can type as `argv[0]` (every name without a `|`), grouped by length and
+/// first letter, so [`CommandTable::lookup`] finds the command with one or two case-insensitive
+/// comparisons of a few bytes instead of lower-casing into a buffer, hashing and probing.
+/// Built from `by_name` once the table is complete, so both always agree.
+#[derive(Debug, Clone, Default)]
+struct TopLevelIndex {
+    /// `names[starts[b] as usize..starts[b + 1] as usize]` holds bucket `b`'s names.
+    starts: Vec<u16>,
+    /// Lower-case name and id, sorted by bucket.
+    names: Vec<(Box<[u8]>, CommandId)>,
+}
+
+impl TopLevelIndex {
+    /// Length and first byte (its low five bits: upper and lower case of a letter agree).
+    fn bucket(name: &[u8]) -> usize {
+        name.len() * 32 + usize::from(name.first().map_or(0, |b| b & 0x1f))
+    }
+
+    fn build(by_name: &NameMap, longest: usize) -> TopLevelIndex {
+        let mut names: Vec<(Box<[u8]>, CommandId)> = by_name
+            .iter()
+            .filter(|(name, _)| !name.contains(&b'|'))
+            .map(|(name, id)| (name.clone(), *id))
+            .collect();
+        names.sort_by_key(|(name, id)| (Self::bucket(name), id.0));
+        // At most u16::MAX entries (ids are u16), so positions fit.
+        let starts = (0..=(longest + 1) * 32)
+            .map(|b| names.partition_point(|(name, _)| Self::bucket(name) < b) as u16)
+            .collect();
+        TopLevelIndex { starts, names }
+    }
+
+    /// The id of the command named `name`, matched case-insensitively: the stored names are
+    /// lower case, so only `name`'s bytes need lower-casing (`eq_ignore_ascii_case` would do
+    /// both sides, at several times the cost on a three-letter name).
+    fn get(&self, name: &[u8]) -> Option<CommandId> {
+        let b = Self::bucket(name);
+        let (start, end) = (*self.starts.get(b)?, *self.starts.get(b + 1)?);
+        self.names[usize::from(start)..usize::from(end)]
+            .iter()
+            .find(|(lower, _)| {
+                // Same bucket: same length.
+                lower
+                    .iter()
+                    .zip(name)
+                    .all(|(l, n)| *l == n.to_ascii_lowercase())
+            })
+            .map(|(_, id)| *id)
+    }
+}
+
 /// Longest name (`container|sub` included) that [`CommandTable::lookup`] resolves: the size of
 /// its stack buffer. Redis 7.0's longest is 29 (`cluster|count-failure-reports`).
 const MAX_NAME_LEN: usize = 64;
@@ -158,6 +210,8 @@ pub struct CommandTable {
     by_name: NameMap,
     /// Length of the longest name in `by_name`, to refuse longer input without hashing.
     longest: usize,
+    /// `argv[0]` -> id, the first step of every lookup; see [`TopLevelIndex`].
+    top_level: TopLevelIndex,
     /// What [`CommandId::UNKNOWN`] resolves to.
     unknown: CommandInfo,
 }
@@ -198,6 +252,7 @@ impl CommandTable {
             entries: Vec::new(),
             by_name: NameMap::default(),
             longest: 0,
+            top_level: TopLevelIndex::default(),
             unknown: unknown_entry(),
         };
         for entry in parsed {
@@ -207,6 +262,7 @@ impl CommandTable {
                 table.entries[container.0 as usize].subcommands.push(id);
             }
         }
+        table.top_level = TopLevelIndex::build(&table.by_name, table.longest);
         Ok(table)
     }
 
@@ -245,34 +301,28 @@ impl CommandTable {
             .clone()
     }
 
-    /// The command (or subcommand) `req` invokes; `None` if unknown. No allocation: the name
-    /// is lower-cased into a stack buffer. For a container (CLIENT, CONFIG, OBJECT, ...),
-    /// `argv[1]` selects the subcommand; an unknown or missing subcommand yields the container.
+    /// The command (or subcommand) `req` invokes; `None` if unknown. No allocation. The name
+    /// is found in [`TopLevelIndex`] (`client|setname` is not something a client can type, so
+    /// no name with a `|` is there). For a container (CLIENT, CONFIG, OBJECT, ...), `argv[1]`
+    /// selects the subcommand, looked up as `container|sub` lower-cased into a stack buffer;
+    /// an unknown or missing subcommand yields the container.
     pub fn lookup(&self, req: &Request) -> Option<&CommandInfo> {
         if req.argc() == 0 {
             return None;
         }
-        let mut buf = [0u8; MAX_NAME_LEN];
-        let name = req.arg(0);
-        let n = name.len();
-        if n > self.longest {
-            return None;
-        }
-        for (dst, src) in buf.iter_mut().zip(name) {
-            if *src == b'|' {
-                return None; // `client|setname` is not something a client can type
-            }
-            *dst = src.to_ascii_lowercase();
-        }
-        let info = &self.entries[self.by_name.get(&buf[..n])?.0 as usize];
+        let info = &self.entries[self.top_level.get(req.arg(0))?.0 as usize];
         if info.subcommands.is_empty() || req.argc() < 2 {
             return Some(info);
         }
+        // The index matched `argv[0]` to this name: it is `argv[0]` lower-cased.
+        let n = info.name.len();
         let sub = req.arg(1);
         let full = n + 1 + sub.len();
         if full > self.longest {
             return Some(info);
         }
+        let mut buf = [0u8; MAX_NAME_LEN];
+        buf[..n].copy_from_slice(info.name.as_bytes());
         buf[n] = b'|';
         for (dst, src) in buf[n + 1..full].iter_mut().zip(sub) {
             *dst = src.to_ascii_lowercase();
@@ -291,6 +341,10 @@ impl CommandTable {
         let start = out.len();
         match info.key_finder {
             KeyFinder::NoKeys => return,
+            // One ascending range: no duplicates to remove.
+            KeyFinder::Range { first, last, step } => {
+                return keyspec::push_legacy(first, last, step, req, out);
+            }
             KeyFinder::Specs => info.key_specs.iter().for_each(|s| s.push_keys(req, out)),
             KeyFinder::SpecsAndLegacy => {
                 info.key_specs.iter().for_each(|s| s.push_keys(req, out));

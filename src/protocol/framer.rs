@@ -6,7 +6,9 @@
 //! claim, not a fact), and turns inline commands (`PING\r\n`) into forwardable RESP.
 //!
 //! Framing is resumable: [`RequestFramer`] remembers how far it scanned the request under
-//! construction, so the work is linear in the bytes received however they are chunked. A request
+//! construction, so the work is linear in the bytes received however they are chunked. The
+//! common case, a whole ordinary request already in the buffer, is framed by a fast path in one
+//! pass ([`frame_whole`]) that hands anything unusual to the state machine untouched. A request
 //! is cut off the buffer with `split_to(..).freeze()`: its bytes are never copied, and its
 //! arguments are `(start, end)` offsets into them.
 use super::inline;
@@ -138,12 +140,20 @@ impl Spans {
         }
     }
 
+    #[inline]
     fn push(&mut self, span: Span) {
         match self {
             Spans::Inline { len, spans } if (*len as usize) < INLINE_ARGS => {
                 spans[*len as usize] = span;
                 *len += 1;
             }
+            _ => self.push_spilled(span),
+        }
+    }
+
+    /// [`Spans::push`] past the inline capacity: moves to (or grows) the `Vec`.
+    fn push_spilled(&mut self, span: Span) {
+        match self {
             Spans::Inline { spans, .. } => {
                 let mut v = Vec::with_capacity(INLINE_ARGS * 2);
                 v.extend_from_slice(spans);
@@ -248,7 +258,9 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
     }
 }
 
-/// Position of the first `needle` in `buf[from..]`, as an index into `buf`.
+/// Position of the first `needle` in `buf[from..]`, as an index into `buf`. `#[inline]`: the
+/// reply framer calls it too (see [`parse_len_line`]).
+#[inline]
 pub(crate) fn find_byte(buf: &[u8], from: usize, needle: u8) -> Option<usize> {
     buf.get(from..)?
         .iter()
@@ -335,6 +347,22 @@ impl RequestFramer {
     /// Splits the next complete request off the front of `buf`. `Ok(None)` means more bytes are
     /// needed. Empty lines, `*0` and negative counts are skipped, as Redis does.
     pub fn next_request(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        // The common case first: a whole, ordinary request is already in the buffer. Tried only
+        // at the start of a request, before anything of it was examined, so each byte is looked
+        // at by this fast path at most once and the total work stays linear.
+        if matches!(self.state, State::Idle) && buf.first() == Some(&b'*') {
+            if let Some((len, args)) = frame_whole(buf, &self.limits) {
+                let bytes = buf.split_to(len).freeze();
+                return Ok(Some(Request { bytes, args }));
+            }
+        }
+        self.resume(buf)
+    }
+
+    /// The resumable state machine: handles every input, however chunked, and every error.
+    /// Kept out of line so the fast path's caller stays small.
+    #[inline(never)]
+    fn resume(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
         let max_line = self.limits.max_inline_len;
         loop {
             match self.state {
@@ -473,6 +501,77 @@ impl RequestFramer {
             }
         }
     }
+}
+
+/// Longest length or count the fast path parses: 18 digits cannot overflow a `u64`, and no
+/// limit comes near that. Longer numbers (valid or not) are left to [`parse_int`].
+const FAST_MAX_DIGITS: usize = 18;
+
+/// Frames a whole multibulk request in one go, if `buf` starts with one that is complete and
+/// ordinary: `*N` with 1 <= N, then N `$len` bulk strings, every number plain digits (no sign,
+/// no leading zero, at most [`FAST_MAX_DIGITS`]) within the limits, every line ended by `\r\n`.
+/// Returns its length and argument offsets.
+///
+/// Anything else, incomplete or malformed, is `None`, and [`RequestFramer::resume`] frames it
+/// from the start: this path never reports an error or keeps state, it only skips the state
+/// machine's bookkeeping (one scan per header for `\r`, then a parse of the same bytes, and a
+/// state transition per line) for what the state machine would accept anyway.
+fn frame_whole(buf: &[u8], limits: &Limits) -> Option<(usize, Spans)> {
+    let (count, mut pos) = parse_len_line(buf, 1)?;
+    // The same checks as the state machine's, in the same units: `pos - 2` is where the line's
+    // '\r' is, which is also its length from the start of the buffer.
+    if count == 0
+        || pos - 2 > limits.max_inline_len
+        || count > limits.max_args as u64
+        || count > i32::MAX as u64
+    {
+        return None;
+    }
+    let count = count as usize; // at most i32::MAX
+                                // Each argument takes at least 6 bytes (`$0\r\n\r\n`): a count that cannot fit in what has
+                                // arrived means an incomplete request, known before anything is allocated for it.
+    if count > (buf.len() - pos) / 6 {
+        return None;
+    }
+    let mut spans = Spans::for_count(count);
+    for _ in 0..count {
+        if buf.get(pos) != Some(&b'$') {
+            return None;
+        }
+        let (len, data) = parse_len_line(buf, pos + 1)?;
+        if data - 2 - pos > limits.max_inline_len || len > limits.max_bulk_len as u64 {
+            return None;
+        }
+        let end = data + len as usize; // at most max_bulk_len
+        if end + 2 > u32::MAX as usize || buf.get(end..end + 2) != Some(b"\r\n") {
+            return None;
+        }
+        spans.push((data as u32, end as u32));
+        pos = end + 2;
+    }
+    Some((pos, spans))
+}
+
+/// Parses the plain decimal number at `buf[at..]` that ends with `\r\n`: the value and where
+/// the next line starts. `None` for no digits, a leading zero (other than `0` itself), more
+/// than [`FAST_MAX_DIGITS`] digits, any other byte before the `\r\n`, or a line not complete.
+///
+/// `#[inline]` because the reply framer calls it too, and with several codegen units a call
+/// across them is otherwise never inlined (a call and return cost as much as the parse).
+#[inline]
+pub(crate) fn parse_len_line(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let stop = buf.len().min(at + FAST_MAX_DIGITS + 1);
+    let mut value: u64 = 0;
+    let mut i = at;
+    while i < stop && buf[i].is_ascii_digit() {
+        value = value * 10 + u64::from(buf[i] - b'0');
+        i += 1;
+    }
+    let n = i - at;
+    if n == 0 || n > FAST_MAX_DIGITS || (n > 1 && buf[at] == b'0') {
+        return None;
+    }
+    (buf.get(i..i + 2)? == b"\r\n").then_some((value, i + 2))
 }
 
 /// Builds a request from inline-split arguments: `data` holds them back to back, `bounds`

@@ -4,12 +4,14 @@
 //! each pending request exactly its reply as raw, zero-copy `Bytes` (replies are forwarded as the
 //! node sent them). It understands every RESP2 and RESP3 type, nests to any depth with an explicit
 //! stack of remaining element counts instead of recursion, and attaches a RESP3 attribute (`|`)
-//! to the value it annotates. [`split_array`] cuts a framed aggregate into its elements for the
+//! to the value it annotates. The common replies (a whole `+`/`-`/`:` line or `$` bulk string
+//! already in the buffer) are framed by a fast path that hands anything else to the state
+//! machine untouched. [`split_array`] cuts a framed aggregate into its elements for the
 //! replies the proxy has to merge (MGET across slots).
 //!
 //! Nodes are trusted more than clients, but not blindly: bulk lengths and nesting depth are
 //! capped, and a length header never causes more allocation than the bytes that arrived.
-use super::framer::{find_byte, parse_int, reserve_toward, ProtocolError};
+use super::framer::{find_byte, parse_int, parse_len_line, reserve_toward, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
 /// Redis's proto-max-bulk-len default; a node never sends a longer string unless reconfigured.
@@ -99,6 +101,21 @@ impl ReplyFramer {
     /// Length of the complete reply at the front of `buf`, or `None` if it is not all there yet
     /// (the progress made is kept for the next call, which must see the same bytes and more).
     fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        // The common case first: a whole one-line reply or bulk string. Tried only before
+        // anything of the reply was examined, so each byte is looked at by this fast path at
+        // most once and the total work stays linear.
+        if self.pos == 0 && self.scanned == 0 && self.bulk_end.is_none() && self.open.is_empty() {
+            if let Some(len) = whole_simple_reply(buf, self.max_bulk_len) {
+                return Ok(Some(len));
+            }
+        }
+        self.resume(buf)
+    }
+
+    /// The resumable state machine behind [`ReplyFramer::scan`]: every type, nesting, chunking
+    /// and error. Kept out of line so the fast path's caller stays small.
+    #[inline(never)]
+    fn resume(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         loop {
             if let Some(end) = self.bulk_end {
                 // Waiting for a body is a length check, not a scan.
@@ -230,6 +247,32 @@ impl ReplyFramer {
     }
 }
 
+/// The length of the reply at the front of `buf` if it is a whole `+`, `-` or `:` line, a whole
+/// `$` bulk string with a plain length (digits only, as [`parse_len_line`] reads them), or
+/// `$-1`, and the state machine would accept it as is. `None` for anything else, incomplete or
+/// malformed, which the state machine then frames from the start and judges: this path never
+/// reports an error or keeps state.
+fn whole_simple_reply(buf: &[u8], max_bulk_len: usize) -> Option<usize> {
+    match *buf.first()? {
+        b'+' | b'-' | b':' => {
+            // The state machine's checks: the line ends with "\r\n" (`buf[0]` is no '\r') and,
+            // counted from its type byte to the '\n', is no longer than the cap.
+            let nl = find_byte(buf, 1, b'\n')?;
+            (buf[nl - 1] == b'\r' && nl <= max_bulk_len).then_some(nl + 1)
+        }
+        b'$' if buf.starts_with(b"$-1\r\n") => Some(5),
+        b'$' => {
+            let (len, data) = parse_len_line(buf, 1)?;
+            if len > max_bulk_len as u64 {
+                return None;
+            }
+            let end = data + len as usize; // at most max_bulk_len
+            (buf.get(end..end + 2)? == b"\r\n").then_some(end + 2)
+        }
+        _ => None,
+    }
+}
+
 /// Splits a complete aggregate reply (`*` array, `~` set, `>` push, or `%` map as key, value,
 /// key, value...) into its elements, each a zero-copy slice of `reply`. `None` for anything else,
 /// including a null array, a reply starting with an attribute, or malformed bytes.
@@ -261,200 +304,4 @@ pub fn split_array(reply: &Bytes) -> Option<Vec<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Frames `input` fed in `chunk`-byte pieces; the replies, then the error if one occurred.
-    fn frame_chunked(input: &[u8], chunk: usize) -> (Vec<Bytes>, Option<ProtocolError>) {
-        let mut framer = ReplyFramer::new();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in input.chunks(chunk.max(1)) {
-            buf.extend_from_slice(piece);
-            loop {
-                match framer.next_reply(&mut buf) {
-                    Ok(Some(reply)) => out.push(reply),
-                    Ok(None) => break,
-                    Err(e) => return (out, Some(e)),
-                }
-            }
-        }
-        (out, None)
-    }
-
-    fn frame_all(input: &[u8]) -> (Vec<Bytes>, Option<ProtocolError>) {
-        frame_chunked(input, input.len())
-    }
-
-    /// Asserts `input` is exactly the given replies back to back, however it is chunked.
-    fn replies(parts: &[&[u8]]) {
-        let input = parts.concat();
-        for chunk in [input.len(), 1, 2, 5] {
-            let (got, err) = frame_chunked(&input, chunk);
-            assert_eq!(err, None, "chunk {chunk}");
-            let got: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
-            assert_eq!(got, parts, "chunk {chunk}");
-        }
-    }
-
-    fn error_of(input: &[u8]) -> ProtocolError {
-        frame_all(input).1.expect("an error")
-    }
-
-    #[test]
-    fn resp2_types() {
-        replies(&[
-            b"+OK\r\n",
-            b"-ERR unknown command 'x'\r\n",
-            b":-42\r\n",
-            b"$5\r\nhello\r\n",
-            b"$0\r\n\r\n",
-            b"$-1\r\n",
-            b"*-1\r\n",
-            b"*0\r\n",
-            b"*2\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n",
-            b"+\r\n",
-        ]);
-    }
-
-    #[test]
-    fn bulk_bodies_may_hold_crlf() {
-        replies(&[b"$4\r\n\r\n\r\n\r\n", b"*1\r\n$2\r\n\r\n\r\n"]);
-    }
-
-    #[test]
-    fn resp3_types() {
-        replies(&[
-            b"_\r\n",
-            b",3.14\r\n",
-            b",inf\r\n",
-            b"#t\r\n",
-            b"(3492890328409238509324850943850943825024385\r\n",
-            b"=15\r\ntxt:Some string\r\n",
-            b"!21\r\nSYNTAX invalid syntax\r\n",
-            b"%2\r\n+first\r\n:1\r\n+second\r\n%1\r\n$1\r\nk\r\n~2\r\n#f\r\n_\r\n",
-            b"~3\r\n+a\r\n+b\r\n+c\r\n",
-            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\nmsg\r\n",
-            b"%0\r\n",
-        ]);
-    }
-
-    #[test]
-    fn attributes_travel_with_the_value_they_annotate() {
-        replies(&[
-            b"|1\r\n+key-popularity\r\n%2\r\n$1\r\na\r\n,0.19\r\n$1\r\nb\r\n,0.05\r\n*2\r\n:2039123\r\n:9543892\r\n",
-            b"*2\r\n:1\r\n|1\r\n+ttl\r\n:3600\r\n:2\r\n",
-            b"|0\r\n+OK\r\n",
-            // An attribute inside an attribute's value: `:7` is annotated, `+v` is the reply.
-            b"|1\r\n+a\r\n|1\r\n+b\r\n+c\r\n:7\r\n+v\r\n",
-        ]);
-        // Inside an array the attribute does not count as an element.
-        let (got, _) = frame_all(b"*1\r\n|1\r\n+a\r\n+b\r\n:5\r\n");
-        assert_eq!(&got[0][..], b"*1\r\n|1\r\n+a\r\n+b\r\n:5\r\n");
-    }
-
-    #[test]
-    fn byte_at_a_time_equals_one_shot() {
-        let input: &[u8] = b"+OK\r\n$3\r\nfoo\r\n*3\r\n$1\r\na\r\n*1\r\n%1\r\n+k\r\n~1\r\n:1\r\n_\r\n:5\r\n|1\r\n+x\r\n+y\r\n$-1\r\n-MOVED 1 127.0.0.1:7000\r\n";
-        let whole = frame_all(input);
-        assert_eq!(whole.1, None);
-        assert_eq!(whole.0.len(), 6);
-        for chunk in [1, 2, 3, 7] {
-            assert_eq!(frame_chunked(input, chunk), whole, "chunk {chunk}");
-        }
-    }
-
-    #[test]
-    fn three_megabyte_bulk_in_16k_chunks() {
-        let mut input = b"$3145728\r\n".to_vec();
-        input.extend(std::iter::repeat_n(b'v', 3 * 1024 * 1024));
-        input.extend_from_slice(b"\r\n");
-        let mut framer = ReplyFramer::new();
-        let mut buf = BytesMut::new();
-        let mut done = None;
-        for piece in input.chunks(16 * 1024) {
-            assert!(done.is_none());
-            buf.extend_from_slice(piece);
-            done = framer.next_reply(&mut buf).unwrap();
-        }
-        assert_eq!(&done.expect("complete")[..], &input[..]);
-    }
-
-    #[test]
-    fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let input = b"*1\r\n".repeat(20_000);
-        assert_eq!(error_of(&input), ProtocolError::TooDeepReply);
-        // Up to the cap is fine.
-        let mut ok = b"*1\r\n".repeat(DEFAULT_MAX_DEPTH);
-        ok.extend_from_slice(b":1\r\n");
-        replies(&[&ok]);
-    }
-
-    #[test]
-    fn malformed_replies() {
-        use ProtocolError::*;
-        assert_eq!(error_of(b"?x\r\n"), UnknownReplyType(b'?'));
-        assert_eq!(error_of(b"*1\r\n\r\n"), UnknownReplyType(b'\r'));
-        assert_eq!(error_of(b"$abc\r\n"), InvalidBulkLength);
-        assert_eq!(error_of(b"$-2\r\n"), InvalidBulkLength);
-        assert_eq!(error_of(b"*-2\r\n"), InvalidMultibulkLength);
-        assert_eq!(error_of(b"*x\r\n"), InvalidMultibulkLength);
-        assert_eq!(error_of(b"$3\r\nfooXX"), ExpectedCrlf);
-        assert_eq!(error_of(b"+OK\n"), ExpectedCrlf);
-        assert_eq!(error_of(&[b'$'; 40]), InvalidBulkLength);
-        let mut framer = ReplyFramer::new().with_max_bulk_len(4);
-        let mut buf = BytesMut::from(&b"$5\r\nhello\r\n"[..]);
-        assert_eq!(framer.next_reply(&mut buf), Err(InvalidBulkLength));
-        let mut framer = ReplyFramer::new().with_max_bulk_len(4);
-        let mut buf = BytesMut::from(&b"+hello"[..]);
-        assert_eq!(framer.next_reply(&mut buf), Err(TooBigReplyLine));
-    }
-
-    #[test]
-    fn a_huge_claimed_bulk_reserves_little() {
-        let mut framer = ReplyFramer::new();
-        let mut buf = BytesMut::from(&b"$536870912\r\n"[..]);
-        assert_eq!(framer.next_reply(&mut buf), Ok(None));
-        assert!(
-            buf.capacity() <= 2 * 1024 * 1024,
-            "reserved {}",
-            buf.capacity()
-        );
-    }
-
-    #[test]
-    fn split_array_slices_elements() {
-        let reply = Bytes::from_static(
-            b"*4\r\n$1\r\na\r\n$-1\r\n*2\r\n:1\r\n:2\r\n|1\r\n+t\r\n+u\r\n_\r\n",
-        );
-        let parts = split_array(&reply).unwrap();
-        let parts: Vec<&[u8]> = parts.iter().map(|b| &b[..]).collect();
-        assert_eq!(
-            parts,
-            [
-                &b"$1\r\na\r\n"[..],
-                b"$-1\r\n",
-                b"*2\r\n:1\r\n:2\r\n",
-                b"|1\r\n+t\r\n+u\r\n_\r\n"
-            ]
-        );
-        let map = Bytes::from_static(b"%1\r\n+k\r\n:1\r\n");
-        assert_eq!(split_array(&map).unwrap().len(), 2);
-        let set = Bytes::from_static(b"~2\r\n+a\r\n+b\r\n");
-        assert_eq!(split_array(&set).unwrap().len(), 2);
-        let push = Bytes::from_static(b">1\r\n+a\r\n");
-        assert_eq!(split_array(&push).unwrap().len(), 1);
-        assert_eq!(split_array(&Bytes::from_static(b"*0\r\n")), Some(vec![]));
-        assert_eq!(split_array(&Bytes::from_static(b"*-1\r\n")), None);
-        assert_eq!(split_array(&Bytes::from_static(b"$1\r\na\r\n")), None);
-        assert_eq!(split_array(&Bytes::from_static(b"*2\r\n+a\r\n")), None);
-        assert_eq!(
-            split_array(&Bytes::from_static(b"*1\r\n+a\r\n+b\r\n")),
-            None
-        );
-        assert_eq!(split_array(&Bytes::from_static(b"*3000000000\r\n")), None);
-        // Zero copy: the parts point into the reply.
-        let first = &split_array(&reply).unwrap()[0];
-        assert_eq!(first.as_ptr(), reply[4..].as_ptr());
-    }
-}
+mod tests;

@@ -579,3 +579,93 @@ fn rejects_bad_replies() {
         .unwrap()
         .is_empty());
 }
+
+/// The first step of lookup as it was before the [`TopLevelIndex`]: refuse a `|`, lower-case,
+/// look up in `by_name`.
+fn top_level_by_hashing(t: &CommandTable, name: &[u8]) -> Option<CommandId> {
+    if name.len() > t.longest || name.contains(&b'|') {
+        return None;
+    }
+    t.by_name.get(&name.to_ascii_lowercase()[..]).copied()
+}
+
+#[test]
+fn top_level_index_agrees_with_the_name_map() {
+    let t = table();
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for info in t.iter() {
+        let name = info.name.as_bytes();
+        names.push(name.to_vec());
+        names.push(name.to_ascii_uppercase());
+        // Mixed case, one byte short, one byte long, the last byte changed.
+        let mixed: Vec<u8> = name
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if i % 2 == 0 {
+                    b.to_ascii_uppercase()
+                } else {
+                    *b
+                }
+            })
+            .collect();
+        names.push(mixed);
+        names.push(name[..name.len() - 1].to_vec());
+        names.push([name, b"x"].concat());
+        let mut last = name.to_vec();
+        *last.last_mut().unwrap() ^= 0x20; // '-' <-> '\r', '_' <-> DEL: not letters
+        names.push(last);
+    }
+    for odd in [
+        &b""[..],
+        b"|",
+        b"get|",
+        b"client|setname",
+        b"\xc7et",
+        b"'et",
+        b"GET\0",
+    ] {
+        names.push(odd.to_vec());
+    }
+    names.push(vec![b'a'; 100]);
+    for name in names {
+        assert_eq!(
+            t.top_level.get(&name),
+            top_level_by_hashing(&t, &name),
+            "{:?}",
+            String::from_utf8_lossy(&name)
+        );
+    }
+    assert_eq!(t.lookup(&req(&["GeT", "k"])).unwrap().name, "get");
+    assert_eq!(
+        t.lookup(&req(&["CLIENT", "SetName", "x"])).unwrap().name,
+        "client|setname"
+    );
+}
+
+#[test]
+fn range_finder_finds_what_its_spec_finds() {
+    let t = table();
+    let ranged: Vec<&CommandInfo> = t
+        .iter()
+        .filter(|i| matches!(i.key_finder, KeyFinder::Range { .. }))
+        .collect();
+    // The plain commands take this path (and the spec of GET is the plainest there is).
+    for name in [
+        "get", "set", "mget", "mset", "del", "hset", "incr", "lpush", "getdel",
+    ] {
+        assert!(ranged.iter().any(|i| i.name == name), "{name}");
+    }
+    for info in ranged {
+        for argc in 0..10 {
+            let mut args = vec![info.name.clone()];
+            args.extend((1..argc).map(|i| format!("a{i}")));
+            let r = Request::from_args(&args);
+            let mut by_range = Vec::new();
+            t.keys(info, &r, &mut by_range);
+            let mut by_spec = Vec::new();
+            info.key_specs[0].push_keys(&r, &mut by_spec);
+            assert_eq!(by_range, by_spec, "{} argc {argc}", info.name);
+        }
+    }
+}

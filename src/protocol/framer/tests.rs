@@ -299,3 +299,191 @@ fn parse_int_matches_string2ll() {
         assert_eq!(parse_int(bad), None, "{:?}", String::from_utf8_lossy(bad));
     }
 }
+
+/// What framing `input` produced: each request's bytes and arguments, then the error if one
+/// occurred, or else what was left in the buffer (after an error the connection is closed).
+type Outcome = (Vec<(Vec<u8>, Vec<Vec<u8>>)>, Option<ProtocolError>, Vec<u8>);
+
+/// Frames `input` arriving in the given pieces. With `resumable_only`, every call goes straight
+/// to the state machine, never through the whole-request fast path.
+fn frame_pieces(limits: Limits, pieces: &[&[u8]], resumable_only: bool) -> Outcome {
+    let mut f = RequestFramer::new(limits);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            let next = if resumable_only {
+                f.resume(&mut buf)
+            } else {
+                f.next_request(&mut buf)
+            };
+            match next {
+                Ok(Some(req)) => out.push((
+                    req.bytes().to_vec(),
+                    req.args().map(<[u8]>::to_vec).collect(),
+                )),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e), Vec::new()),
+            }
+        }
+    }
+    (out, None, buf.to_vec())
+}
+
+/// Valid and invalid input for comparing the fast path with the state machine: the hostile
+/// cases tested above, numbers at the edges of what the fast path parses, and ordinary traffic.
+fn corpus() -> Vec<Vec<u8>> {
+    let mut inputs: Vec<Vec<u8>> = [
+        &b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000012345\r\n"[..],
+        b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$5\r\nhello\r\n",
+        b"*1\r\n$4\r\n\r\n\r\n\r\n",
+        b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1",
+        b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+        b"\r\n\n*0\r\n*-10\r\n   \r\n*1\r\n$4\r\nPING\r\n",
+        b"*3000000000\r\n",
+        b"*2147483648\r\n",
+        b"*2147483647\r\n",
+        b"*abc\r\n",
+        b"*\r\n",
+        b"*+1\r\n",
+        b"*01\r\n$1\r\na\r\n",
+        b"*-0\r\n",
+        b"*0\r\n",
+        b"*-1\r\n*1\r\n$1\r\na\r\n",
+        b"*1048577\r\n",
+        b"*1048576\r\n",
+        b"*1\r\nfooz\r\n",
+        b"*1\r\n*1\r\n$1\r\na\r\n",
+        b"*1\r\n:1\r\n",
+        b"*2\r\n$1\r\na\r\n+x\r\n",
+        b"*1\r\n$-10\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n$blabla\r\n",
+        b"*1\r\n$\r\n",
+        b"*1\r\n$01\r\na\r\n",
+        b"*1\r\n$00\r\n\r\n",
+        b"*1\r\n$+1\r\na\r\n",
+        b"*1\r\n$536870913\r\n",
+        b"*1\r\n$536870912\r\n",
+        b"*1\r\n$3\r\nfooXY",
+        b"*1\r\n$3\r\nfoo\r*",
+        b"*1\r\n$3\r\nfoo\n\r",
+        b"*1\rX",
+        b"*1\n$1\r\na\r\n",
+        b"*1\r\n$3\rX",
+        b"*1\r\n$1 \r\na\r\n",
+        b"*1 \r\n$1\r\na\r\n",
+        b"*1\r\n$1\r\nab\r\n",
+        b"*2\r\n$1\r\na\r\n",
+        b"*1\r\n$000000000000000001\r\na\r\n",
+        b"*1\r\n$999999999999999999\r\n",
+        b"*1\r\n$9999999999999999999\r\n",
+        b"*1\r\n$99999999999999999999\r\n",
+        b"*999999999999999999\r\n",
+        b"*9999999999999999999\r\n",
+        b"*99999999999999999999999\r\n",
+        b"get  k \r\n*1\r\n$1\r\na\r\n",
+    ]
+    .iter()
+    .map(|i| i.to_vec())
+    .collect();
+    // More arguments than fit inline, whole and cut short.
+    let many: Vec<String> = (0..20).map(|i| format!("arg{i}")).collect();
+    let many = Request::from_args(&many).bytes().to_vec();
+    inputs.push(many[..many.len() - 3].to_vec());
+    inputs.push(many);
+    // Header lines around the 64 KB line limit.
+    for n in [64 * 1024 - 2, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1] {
+        inputs.push([&b"*"[..], &vec![b'1'; n], b"\r\n"].concat());
+        inputs.push([&b"*1\r\n$"[..], &vec![b'1'; n], b"\r\n"].concat());
+    }
+    inputs
+}
+
+/// Limits that put every check of the corpus on both sides of its edge.
+fn limit_sets() -> Vec<Limits> {
+    vec![
+        Limits::default(),
+        Limits {
+            max_bulk_len: 3,
+            max_args: 2,
+            max_inline_len: 3,
+        },
+        Limits {
+            max_bulk_len: 4,
+            max_args: 3,
+            max_inline_len: 4,
+        },
+        Limits {
+            max_bulk_len: 16,
+            max_args: 1,
+            max_inline_len: 2,
+        },
+    ]
+}
+
+#[test]
+fn fast_path_agrees_with_the_state_machine() {
+    for limits in limit_sets() {
+        for input in corpus() {
+            let fast = frame_pieces(limits, &[&input], false);
+            let slow = frame_pieces(limits, &[&input], true);
+            assert_eq!(
+                fast,
+                slow,
+                "{limits:?} {:?}",
+                String::from_utf8_lossy(&input[..input.len().min(80)])
+            );
+        }
+    }
+}
+
+#[test]
+fn every_split_point_equals_one_piece() {
+    let limits = Limits::default();
+    let mut inputs = corpus();
+    inputs.retain(|i| i.len() < 1000);
+    inputs.push(corpus()[..6].concat());
+    for input in inputs {
+        let whole = frame_pieces(limits, &[&input], false);
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            assert_eq!(
+                frame_pieces(limits, &[a, b], false),
+                whole,
+                "split at {at} of {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(frame_pieces(limits, &bytes, false), whole);
+    }
+}
+
+#[test]
+fn fast_path_frames_whole_ordinary_requests_only() {
+    let limits = Limits::default();
+    let get = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000012345\r\n*1";
+    let (len, spans) = frame_whole(get, &limits).expect("a whole GET");
+    assert_eq!(
+        (len, spans.as_slice()),
+        (get.len() - 2, &[(8, 11), (18, 34)][..])
+    );
+    let many: Vec<String> = (0..20).map(|i| format!("arg{i}")).collect();
+    let many = Request::from_args(&many);
+    let (len, spans) = frame_whole(many.bytes(), &limits).expect("a whole 20-arg request");
+    assert_eq!((len, spans.as_slice().len()), (many.bytes().len(), 20));
+    // Cut short anywhere, or anything the state machine must judge: left to it.
+    for at in 0..get.len() - 2 {
+        assert!(frame_whole(&get[..at], &limits).is_none(), "cut at {at}");
+    }
+    for input in [
+        &b"*0\r\n"[..],
+        b"*-1\r\n",
+        b"*1\r\n$01\r\na\r\n",
+        b"*1\r\n:1\r\n",
+    ] {
+        assert!(frame_whole(input, &limits).is_none());
+    }
+}
