@@ -1,9 +1,7 @@
 //! Hash slots: `Slot` and `key_slot()`, the CRC16-XMODEM of a key (or of its hash tag) mod 16384.
 //!
-//! `key_slot` runs once per key of every request, so the CRC uses lookup tables built at compile
-//! time (two 256-entry tables, two bytes per step; Redis's `crc16.c` uses one, a byte per step),
-//! and the hash-tag search runs only for keys that contain a `{` at all, which is checked eight
-//! bytes at a time in the same pass.
+//! `key_slot` runs once per key of every request, so the hash-tag search runs only for keys that
+//! contain a `{` at all, which is checked eight bytes at a time.
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16384;
@@ -33,32 +31,20 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 
 /// The slot that owns `key`.
 ///
-/// One pass for the common key without a `{`: eight bytes at a time, each word checked for a
-/// `{` and then folded into the CRC. A key that has one is hashed again through [`hash_tag`].
+/// The common key has no `{`: that is checked eight bytes at a time (cheaper on a short key than
+/// a byte-by-byte `position`), and only a key that has one goes through [`hash_tag`].
 pub fn key_slot(key: &[u8]) -> Slot {
-    let mut crc = 0;
     let mut words = key.chunks_exact(8);
-    for word in words.by_ref() {
-        let word: [u8; 8] = word.try_into().expect("chunks_exact(8)");
-        if has_open_brace(word) {
-            return tagged_key_slot(key);
-        }
-        crc = crc16_update(crc, &word);
-    }
-    let rest = words.remainder();
-    if rest.contains(&b'{') {
-        return tagged_key_slot(key);
-    }
-    Slot(crc16_update(crc, rest) & (SLOT_COUNT as u16 - 1))
-}
-
-/// The slot of a key that holds a `{`, which may or may not open a hash tag.
-fn tagged_key_slot(key: &[u8]) -> Slot {
-    Slot(crc16_update(0, hash_tag(key)) & (SLOT_COUNT as u16 - 1))
+    let braced = words
+        .by_ref()
+        .any(|w| has_open_brace(w.try_into().expect("8 bytes")))
+        || words.remainder().contains(&b'{');
+    let hashed = if braced { hash_tag(key) } else { key };
+    Slot(crc16::State::<crc16::XMODEM>::calculate(hashed) & (SLOT_COUNT as u16 - 1))
 }
 
 /// Whether `word` holds a `{`, with plain integer arithmetic: the classic "has a zero byte"
-/// test on `word ^ "{{{{{{{{"` (cheaper on a short key than calling `memchr`).
+/// test on `word ^ "{{{{{{{{"`.
 fn has_open_brace(word: [u8; 8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -68,59 +54,6 @@ fn has_open_brace(word: [u8; 8]) -> bool {
     let x = u64::from_ne_bytes(word) ^ BRACES;
     x.wrapping_sub(ONES) & !x & HIGHS != 0
 }
-
-/// Continues a CRC16-XMODEM (CCITT polynomial 0x1021, initial value 0, no reflection: how
-/// Redis Cluster hashes keys) over `data`.
-///
-/// Two bytes per step ("slicing by 2"): the CRC is 16 bits wide, so XOR-ing the next two bytes
-/// into it leaves a 16-bit value whose CRC is the CRC of its high byte followed by a zero byte,
-/// XOR the CRC of its low byte, two table lookups.
-fn crc16_update(mut crc: u16, data: &[u8]) -> u16 {
-    let mut pairs = data.chunks_exact(2);
-    for pair in pairs.by_ref() {
-        let x = crc ^ u16::from_be_bytes([pair[0], pair[1]]);
-        crc = CRC16_HIGH[usize::from(x >> 8)] ^ CRC16_TABLE[usize::from(x & 0xff)];
-    }
-    if let &[b] = pairs.remainder() {
-        crc = (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)];
-    }
-    crc
-}
-
-/// `CRC16_TABLE[i]` is the CRC of the byte `i`: the polynomial applied bit by bit, once per
-/// possible top byte, so one input byte costs one lookup.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u16) << 8;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-/// `CRC16_HIGH[i]` is the CRC of the byte `i` followed by a zero byte: one more byte step
-/// applied to `CRC16_TABLE[i]`.
-const CRC16_HIGH: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let crc = CRC16_TABLE[i];
-        table[i] = (crc << 8) ^ CRC16_TABLE[(crc >> 8) as usize];
-        i += 1;
-    }
-    table
-};
 
 #[cfg(test)]
 mod tests {
@@ -155,7 +88,7 @@ mod tests {
         }
     }
 
-    /// The textbook bit-at-a-time CRC16-XMODEM, to check the table-driven one against.
+    /// The textbook bit-at-a-time CRC16-XMODEM, as Redis's `crc16.c` defines it.
     fn crc16_bitwise(data: &[u8]) -> u16 {
         let mut crc = 0u16;
         for &b in data {
@@ -171,37 +104,14 @@ mod tests {
         crc
     }
 
-    #[test]
-    fn table_crc_matches_bitwise_crc() {
-        // The standard check value of CRC-16/XMODEM.
-        assert_eq!(crc16_update(0, b"123456789"), 0x31c3);
-        assert_eq!(crc16_update(0, b""), 0);
-        let every_byte: Vec<u8> = (0..=255).collect();
-        for len in 0..every_byte.len() {
-            let data = &every_byte[len..];
-            assert_eq!(crc16_update(0, data), crc16_bitwise(data), "len {len}");
-        }
-        // Pseudo-random keys of every length up to 100.
-        let mut x: u32 = 12345;
-        let noise: Vec<u8> = (0..5000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
-            })
-            .collect();
-        for (i, key) in noise.chunks(100).enumerate() {
-            let key = &key[..i % 100 + 1];
-            assert_eq!(crc16_update(0, key), crc16_bitwise(key));
-        }
-    }
-
-    /// Redis's `keyHashSlot`, transcribed: the reference the one-pass version must agree with.
+    /// Redis's `keyHashSlot`, transcribed: the reference the word-wise brace check must agree
+    /// with.
     fn key_slot_reference(key: &[u8]) -> Slot {
         Slot(crc16_bitwise(hash_tag(key)) & 16383)
     }
 
     #[test]
-    fn one_pass_agrees_with_the_reference_wherever_a_brace_sits() {
+    fn agrees_with_the_reference_wherever_a_brace_sits() {
         // Every position in keys of every length around the 8-byte word size, with `{` and `}`
         // and the byte values next to `{` (which the word test must not mistake for it).
         for len in 0..40 {
