@@ -177,7 +177,7 @@ impl Reader {
                                 let Some(seq) = seq else {
                                     return;
                                 };
-                                let to = ReplyTo::Sink(self.sink.clone(), seq);
+                                let to = ReplyTo::sink(self.sink.clone(), seq);
                                 conn.send_to(None, bytes, to);
                                 continue;
                             }

@@ -1,13 +1,14 @@
 //! One multiplexed, pipelined connection to a node, shared by many clients.
 //!
-//! Requests arrive on a channel as [`Job`]s. The writer half drains every job that is ready into
-//! one buffer and writes it with one syscall (large payloads are written straight from the
-//! client's bytes, uncopied). Before writing, it hands each job's reply slot to the reader half,
+//! Requests arrive on a [`jobs`](super::jobs) queue as [`Job`]s. The writer half drains every
+//! job that is ready into one buffer and writes it with one syscall (large payloads are written
+//! straight from the client's bytes, uncopied). Before writing, it hands each job's reply slot to the reader half,
 //! in order; the reader frames replies and completes the slots first-in first-out. A reply that
 //! does not come within the command timeout resets the connection and fails every pending job,
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
 //! The task connects lazily, on the first job, and again after any failure.
+use super::jobs::{self, JobReceiver, JobSender};
 use super::{BackendError, ConnEvents};
 use crate::cluster::topology::Role;
 use crate::metrics::NodeStats;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 /// The reply to one job: the node's exact reply bytes, or why there is none.
@@ -40,36 +41,60 @@ pub trait ReplySink: Send + Sync {
     fn is_closed(&self) -> bool;
 }
 
-/// Where one job's reply goes.
-pub enum ReplyTo {
+/// Where one job's reply goes. Exactly one reply is delivered: a job dropped unanswered (its
+/// connection task gone) answers [`BackendError::Lost`] as it goes, so no caller waits forever.
+pub struct ReplyTo(Option<Target>);
+
+enum Target {
     Oneshot(ReplyTx),
     /// Slot `seq` of a client's reply queue (the hot path: one plain request).
     Sink(Arc<dyn ReplySink>, u64),
 }
 
 impl ReplyTo {
-    fn send(self, reply: ReplyResult) {
-        match self {
-            ReplyTo::Oneshot(tx) => {
+    pub fn oneshot(tx: ReplyTx) -> ReplyTo {
+        ReplyTo(Some(Target::Oneshot(tx)))
+    }
+
+    pub fn sink(sink: Arc<dyn ReplySink>, seq: u64) -> ReplyTo {
+        ReplyTo(Some(Target::Sink(sink, seq)))
+    }
+
+    pub fn send(mut self, reply: ReplyResult) {
+        self.deliver(reply);
+    }
+
+    fn deliver(&mut self, reply: ReplyResult) {
+        match self.0.take() {
+            Some(Target::Oneshot(tx)) => {
                 let _ = tx.send(reply);
             }
-            ReplyTo::Sink(sink, seq) => sink.complete(seq, reply),
+            Some(Target::Sink(sink, seq)) => sink.complete(seq, reply),
+            None => {}
         }
     }
 
     fn is_closed(&self) -> bool {
-        match self {
-            ReplyTo::Oneshot(tx) => tx.is_closed(),
-            ReplyTo::Sink(sink, _) => sink.is_closed(),
+        match &self.0 {
+            Some(Target::Oneshot(tx)) => tx.is_closed(),
+            Some(Target::Sink(sink, _)) => sink.is_closed(),
+            None => true,
         }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        self.deliver(Err(BackendError::Lost));
     }
 }
 
 impl std::fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReplyTo::Oneshot(_) => f.write_str("ReplyTo::Oneshot"),
-            ReplyTo::Sink(_, seq) => write!(f, "ReplyTo::Sink({seq})"),
+        match &self.0 {
+            Some(Target::Oneshot(_)) => f.write_str("ReplyTo::Oneshot"),
+            Some(Target::Sink(_, seq)) => write!(f, "ReplyTo::Sink({seq})"),
+            None => f.write_str("ReplyTo::Sent"),
         }
     }
 }
@@ -104,12 +129,12 @@ pub struct ConnOptions {
 /// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct BackendConn {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: JobSender,
 }
 
 impl BackendConn {
     pub fn spawn(addr: SocketAddr, opts: ConnOptions, events: Arc<dyn ConnEvents>) -> BackendConn {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = jobs::queue();
         tokio::spawn(run(addr, opts, rx, events));
         BackendConn { tx }
     }
@@ -117,13 +142,13 @@ impl BackendConn {
     /// Queues `bytes` (a complete request) and returns where its reply will arrive.
     pub fn send(&self, prefix: Option<&'static [u8]>, bytes: Bytes) -> ReplyRx {
         let (reply, rx) = oneshot::channel();
-        self.send_to(prefix, bytes, ReplyTo::Oneshot(reply));
+        self.send_to(prefix, bytes, ReplyTo::oneshot(reply));
         rx
     }
 
     /// Queues `bytes` (a complete request); its reply goes to `reply`.
     pub fn send_to(&self, prefix: Option<&'static [u8]>, bytes: Bytes, reply: ReplyTo) {
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job {
+        if let Err(job) = self.tx.send(Job {
             prefix,
             bytes,
             reply,
@@ -146,15 +171,20 @@ struct Pending {
 async fn run(
     addr: SocketAddr,
     opts: ConnOptions,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: JobReceiver,
     events: Arc<dyn ConnEvents>,
 ) {
     let mut failed_at: Option<Instant> = None;
     // Dedicated connections (no timeout) carry blocking commands: their wait is not latency.
     let stats = opts.timeout.and_then(|_| events.node_stats(addr));
-    while let Some(first) = rx.recv().await {
+    // Jobs taken off the queue and not yet written.
+    let mut jobs: VecDeque<Job> = VecDeque::new();
+    loop {
+        if jobs.is_empty() && !rx.recv_all(&mut jobs).await {
+            return;
+        }
         if failed_at.is_some_and(|t| t.elapsed() < CONNECT_BACKOFF) {
-            fail_queued(first, &mut rx, BackendError::Connect);
+            fail_queued(&mut jobs, &mut rx, BackendError::Connect);
             continue;
         }
         let stream = match connect(addr, &opts).await {
@@ -162,13 +192,13 @@ async fn run(
             Err(_) => {
                 failed_at = Some(Instant::now());
                 events.failed(addr, BackendError::Connect);
-                fail_queued(first, &mut rx, BackendError::Connect);
+                fail_queued(&mut jobs, &mut rx, BackendError::Connect);
                 continue;
             }
         };
         failed_at = None;
         events.connected(addr, true);
-        let error = serve(stream, first, &mut rx, &opts, stats.as_deref()).await;
+        let error = serve(stream, &mut jobs, &mut rx, &opts, stats.as_deref()).await;
         events.connected(addr, false);
         if let Some(e) = error {
             events.failed(addr, e);
@@ -176,10 +206,10 @@ async fn run(
     }
 }
 
-/// Fails `first` and every job already queued behind it.
-fn fail_queued(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>, error: BackendError) {
-    first.reply.send(Err(error));
-    while let Ok(job) = rx.try_recv() {
+/// Fails `jobs` and every job already queued behind them.
+fn fail_queued(jobs: &mut VecDeque<Job>, rx: &mut JobReceiver, error: BackendError) {
+    rx.try_recv_all(jobs);
+    for job in jobs.drain(..) {
         job.reply.send(Err(error));
     }
 }
@@ -245,8 +275,8 @@ impl Inflight {
 /// dropped right after sending EXEC still delivers EXEC's reply.
 async fn serve(
     stream: TcpStream,
-    first: Job,
-    rx: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    rx: &mut JobReceiver,
     opts: &ConnOptions,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
@@ -257,7 +287,7 @@ async fn serve(
         more: Notify::new(),
     };
     let result = {
-        let writer = write_loop(write, first, rx, &inflight, opts, stats);
+        let writer = write_loop(write, jobs, rx, &inflight, opts, stats);
         let reader = read_loop(read, &inflight, stats);
         tokio::pin!(writer, reader);
         tokio::select! {
@@ -283,26 +313,23 @@ async fn serve(
 /// Writes jobs in batches. Returns `None` when every handle is dropped, or the write error.
 async fn write_loop(
     mut write: OwnedWriteHalf,
-    first: Job,
-    rx: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    rx: &mut JobReceiver,
     inflight: &Inflight,
     opts: &ConnOptions,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     let mut owed: Vec<Pending> = Vec::new();
-    let mut next = Some(first);
     loop {
-        let job = match next.take() {
-            Some(j) => j,
-            None => rx.recv().await?,
-        };
-        let mut job = Some(job);
+        if jobs.is_empty() && !rx.recv_all(jobs).await {
+            return None;
+        }
         // The jobs gathered here go out in one write: one clock read for the batch.
         let sent = Instant::now();
         let deadline = opts.timeout.map(|t| sent + t);
         let role = stats.map_or(Role::Master, |s| s.role());
-        while let Some(j) = job.take() {
+        while let Some(j) = jobs.pop_front() {
             let skip = j.prefix.is_some() as u8;
             if let Some(p) = j.prefix {
                 batch.extend_from_slice(p);
@@ -327,8 +354,11 @@ async fn write_loop(
                     return Some(BackendError::Lost);
                 }
             }
-            if batch.len() < BATCH_LIMIT {
-                job = rx.try_recv().ok();
+            if batch.len() >= BATCH_LIMIT {
+                break; // the rest goes in the next write
+            }
+            if jobs.is_empty() {
+                rx.try_recv_all(jobs);
             }
         }
         hand_over(inflight, &mut owed);

@@ -2,6 +2,7 @@
 //! outlive topology swaps ([`pool`]).
 pub mod conn;
 pub mod control;
+mod jobs;
 pub mod pool;
 
 /// Why a request sent to a node got no reply.
