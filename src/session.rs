@@ -386,11 +386,16 @@ fn take_spare() -> BytesMut {
     SPARE.take().unwrap_or_default()
 }
 
+/// Parks `buf` for reuse if it has room worth reusing and is small: the room left after a
+/// large request would keep that request's whole allocation alive.
 fn park_spare(buf: BytesMut) {
-    if buf.capacity() >= 1024 {
+    if (1024..=SPARE_MAX).contains(&buf.capacity()) {
         SPARE.set(Some(buf));
     }
 }
+
+/// The largest spare read buffer kept per thread.
+const SPARE_MAX: usize = 64 * 1024;
 
 /// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
 /// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
@@ -521,4 +526,25 @@ async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> bool {
         *out = BytesMut::new();
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_small_read_buffers_are_parked() {
+        // The room left after a 1 MB request would pin that request's allocation.
+        park_spare(BytesMut::with_capacity(1 << 20));
+        assert_eq!(take_spare().capacity(), 0);
+        park_spare(BytesMut::with_capacity(512));
+        assert_eq!(
+            take_spare().capacity(),
+            0,
+            "too little room to be worth keeping"
+        );
+        park_spare(BytesMut::with_capacity(4096));
+        assert!(take_spare().capacity() >= 4096);
+        assert_eq!(take_spare().capacity(), 0, "taken once");
+    }
 }
