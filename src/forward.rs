@@ -74,7 +74,8 @@ impl Forward {
     }
 
     /// Routes `req` by `slot` without sending it: the caller sends it on the returned
-    /// connection with a reply slot of its own, and hands the reply to [`Forward::first_reply`].
+    /// connection with a reply slot of its own, and passes the reply to [`Forward::is_final`]
+    /// and, if not final, [`Forward::finish`].
     /// `Err` is the reply for a request that cannot be routed.
     pub fn route(
         proxy: &Proxy,

@@ -18,9 +18,11 @@
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands.
 //! - [`pubsub`]: a subscribed client's own connection to one node.
-//! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer.
+//! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
+//!   connections deliver replies straight into its slots.
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
-//! - [`backend::conn`]: one multiplexed, pipelined backend socket.
+//! - [`backend::conn`]: one multiplexed, pipelined backend socket, fed by a batch job queue
+//!   (`backend::jobs`).
 //! - [`backend::control`]: one-off control-path queries (`CLUSTER NODES`, `COMMAND`).
 //! - [`protocol::reply_framer`]: incremental framing of RESP2/RESP3 replies from nodes.
 //! - [`protocol::reply`]: replies the proxy builds; parsing of `-MOVED`/`-ASK`/... errors.

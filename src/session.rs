@@ -1,6 +1,6 @@
 //! One client connection. The reader half reads as much as the socket holds, frames every
 //! complete request, routes it and sends it on (or answers it locally), and queues a
-//! [`Pending`] reply per request; the writer half resolves them strictly in request order and
+//! `Pending` reply per request; the writer half resolves them strictly in request order and
 //! writes every reply that is ready in one syscall. The queue is bounded (`max_pipeline`): a
 //! client that does not read its replies stops being read, so memory stays bounded.
 //!

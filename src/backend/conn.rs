@@ -1,6 +1,6 @@
 //! One multiplexed, pipelined connection to a node, shared by many clients.
 //!
-//! Requests arrive on a [`jobs`](super::jobs) queue as [`Job`]s. The writer half drains every
+//! Requests arrive on a `jobs` queue as [`Job`]s. The writer half drains every
 //! job that is ready into one buffer and writes it with one syscall (large payloads are written
 //! straight from the client's bytes, uncopied). Before writing, it hands each job's reply slot to the reader half,
 //! in order; the reader frames replies and completes the slots first-in first-out. A reply that

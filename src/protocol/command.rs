@@ -302,7 +302,7 @@ impl CommandTable {
     }
 
     /// The command (or subcommand) `req` invokes; `None` if unknown. No allocation. The name
-    /// is found in [`TopLevelIndex`] (`client|setname` is not something a client can type, so
+    /// is found in `TopLevelIndex` (`client|setname` is not something a client can type, so
     /// no name with a `|` is there). For a container (CLIENT, CONFIG, OBJECT, ...), `argv[1]`
     /// selects the subcommand, looked up as `container|sub` lower-cased into a stack buffer;
     /// an unknown or missing subcommand yields the container.

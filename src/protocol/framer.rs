@@ -8,7 +8,7 @@
 //! Framing is resumable: [`RequestFramer`] remembers how far it scanned the request under
 //! construction, so the work is linear in the bytes received however they are chunked. The
 //! common case, a whole ordinary request already in the buffer, is framed by a fast path in one
-//! pass ([`frame_whole`]) that hands anything unusual to the state machine untouched. A request
+//! pass (`frame_whole`) that hands anything unusual to the state machine untouched. A request
 //! is cut off the buffer with `split_to(..).freeze()`: its bytes are never copied, and its
 //! arguments are `(start, end)` offsets into them.
 use super::inline;
