@@ -217,14 +217,15 @@ fn routed_conn(
     } else {
         proxy.config.read_from
     };
-    let idx = pick_node(
-        &view.topology,
-        slot,
-        readonly,
-        policy,
-        proxy.spread(client.id),
-    )
-    .map_err(|e| route_error(proxy, e))?;
+    // The spread counter is shared by every worker: touch it only when the pick uses it
+    // (keyless commands, reads that may go to a replica), not on every request.
+    let spread = if slot.is_none() || (readonly && policy != ReadFrom::Master) {
+        proxy.spread(client.id)
+    } else {
+        0
+    };
+    let idx = pick_node(&view.topology, slot, readonly, policy, spread)
+        .map_err(|e| route_error(proxy, e))?;
     let node = &view.backends[idx];
     Ok((node.addr(), node.conn(client.proto, client.id).clone()))
 }
