@@ -62,15 +62,9 @@ impl Forward {
         slot: Option<Slot>,
         readonly: bool,
     ) -> Result<Forward, Bytes> {
-        let (addr, rx) = send_routed(proxy, client, &req, slot, readonly, false)?;
-        Ok(Forward {
-            rx: Some(rx),
-            req,
-            slot,
-            readonly,
-            addr,
-            attempt: 0,
-        })
+        let (mut f, conn) = Forward::route(proxy, client, req, slot, readonly)?;
+        f.rx = Some(conn.send(None, f.req.clone()));
+        Ok(f)
     }
 
     /// Routes `req` by `slot` without sending it: the caller sends it on the returned
@@ -164,17 +158,11 @@ impl Forward {
                 }
                 Step::Reroute { after, master } => {
                     tokio::time::sleep(after).await;
-                    match send_routed(
-                        proxy,
-                        client,
-                        &self.req,
-                        self.slot,
-                        self.readonly && !master,
-                        master,
-                    ) {
-                        Ok((addr, rx)) => {
+                    let readonly = self.readonly && !master;
+                    match routed_conn(proxy, client, self.slot, readonly, master) {
+                        Ok((addr, conn)) => {
                             self.addr = addr;
-                            self.rx = Some(rx);
+                            self.rx = Some(conn.send(None, self.req.clone()));
                         }
                         Err(reply) if self.attempt + 1 >= crate::redirect::MAX_ATTEMPTS => {
                             return reply
@@ -189,18 +177,6 @@ impl Forward {
             }
         }
     }
-}
-
-fn send_routed(
-    proxy: &Proxy,
-    client: Client,
-    req: &Bytes,
-    slot: Option<Slot>,
-    readonly: bool,
-    force_master: bool,
-) -> Result<(SocketAddr, ReplyRx), Bytes> {
-    let (addr, conn) = routed_conn(proxy, client, slot, readonly, force_master)?;
-    Ok((addr, conn.send(None, req.clone())))
 }
 
 /// The node the router picks for `slot`, and the client's shared connection to it.

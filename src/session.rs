@@ -162,12 +162,13 @@ impl Reader {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = read_at.map(Timed::start);
-                        let (pending, stop) = match self.dispatch(req) {
+                        let step = self.dispatch(req);
+                        timed.iter_mut().for_each(|t| t.set_command(self.command));
+                        let (pending, stop) = match step {
                             Step::Queue(p) => (Some(p), false),
                             Step::Stop(p) => (Some(p), true),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
                             Step::Route(f, conn) => {
-                                timed.iter_mut().for_each(|t| t.set_command(self.command));
                                 let bytes = f.request().clone();
                                 let owed = (Pending::Forward(f, self.client()), timed);
                                 let seq = match self.tx.try_push_awaiting(owed) {
@@ -182,7 +183,6 @@ impl Reader {
                                 continue;
                             }
                         };
-                        timed.iter_mut().for_each(|t| t.set_command(self.command));
                         if let Some(p) = pending {
                             if !self.tx.push((p, timed)).await {
                                 return;

@@ -5,3 +5,5 @@ mod inline;
 pub mod keyspec;
 pub mod reply;
 pub mod reply_framer;
+#[cfg(test)]
+mod split_check;

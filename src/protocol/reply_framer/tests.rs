@@ -1,6 +1,7 @@
 //! Reply framer tests: every RESP2/RESP3 type, attributes, chunking, hostile lengths, and the
 //! whole-reply fast path against the state machine.
 use super::*;
+use crate::protocol::split_check::assert_every_split_agrees;
 
 /// Frames `input` fed in `chunk`-byte pieces; the replies, then the error if one occurred.
 fn frame_chunked(input: &[u8], chunk: usize) -> (Vec<Bytes>, Option<ProtocolError>) {
@@ -292,18 +293,9 @@ fn every_split_point_equals_one_piece() {
     let mut inputs = corpus();
     inputs.push(corpus().concat());
     for input in inputs {
-        let whole = frame_pieces(DEFAULT_MAX_BULK_LEN, &[&input], false);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            assert_eq!(
-                frame_pieces(DEFAULT_MAX_BULK_LEN, &[a, b], false),
-                whole,
-                "split at {at} of {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(frame_pieces(DEFAULT_MAX_BULK_LEN, &bytes, false), whole);
+        assert_every_split_agrees(&input, |pieces| {
+            frame_pieces(DEFAULT_MAX_BULK_LEN, pieces, false)
+        });
     }
 }
 
