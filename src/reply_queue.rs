@@ -166,6 +166,11 @@ impl<T> ReplyQueue<T> {
         Some((entry.item, reply))
     }
 
+    /// Nothing is queued, ready or not: no reply is owed right now.
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
     /// The front item once it is ready, waiting for it; `None` once the producer side closed
     /// and all is drained.
     pub async fn pop(&self) -> Option<(T, Option<ReplyResult>)> {
@@ -270,7 +275,9 @@ mod tests {
         use crate::backend::BackendError;
         use bytes::Bytes;
         let q = Arc::new(ReplyQueue::new(8));
+        assert!(q.is_empty());
         let a = q.push_awaiting("a").await.unwrap();
+        assert!(!q.is_empty(), "an item awaiting its reply is owed too");
         assert!(q.push("b").await);
         let c = q.push_awaiting("c").await.unwrap();
         assert_eq!((a, c), (0, 2));

@@ -434,11 +434,14 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
                     if !out.is_empty() {
                         // Replies are ready but the next is not in yet: let the backend
                         // connections run once first, so that a pipeline spread over several
-                        // nodes usually goes back in one write rather than one per node.
-                        tokio::task::yield_now().await;
-                        if let Some(p) = queue.try_pop() {
-                            next = Some(p);
-                            continue;
+                        // nodes usually goes back in one write rather than one per node. With
+                        // nothing else owed (one request at a time) there is nothing to wait for.
+                        if !queue.is_empty() {
+                            tokio::task::yield_now().await;
+                            if let Some(p) = queue.try_pop() {
+                                next = Some(p);
+                                continue;
+                            }
                         }
                         if !flush(&mut write, &mut out).await {
                             return;
