@@ -241,6 +241,8 @@ class Cluster:
     ports: list[int]
     pids: list[int]
     formed_by: str
+    # The masters' PIDs: their CPU per request is the in-run yardstick for the proxy's.
+    master_pids: list[int] = field(default_factory=list)
 
 
 def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
@@ -290,7 +292,9 @@ def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
         return True
 
     wait_until("cluster_state:ok on all six nodes with replicas in sync", formed, 60, 0.5)
-    return Cluster(ports, pids, formed_by)
+    masters = [pid for port, pid in zip(ports, pids)
+               if b"role:master" in (try_call(port, "INFO", "replication") or b"")]
+    return Cluster(ports, pids, formed_by, masters)
 
 
 def start_proxy(procs: Procs, tmp: Path, slotproxy: Path, cluster: Cluster, threads: int,
@@ -394,6 +398,7 @@ class Run:
     requests: int
     proxy_cpu_s: float | None = None
     errors: str = ""
+    masters_cpu_s: float | None = None
 
 
 def parse_csv(out: str) -> tuple[float, float, float]:
@@ -406,22 +411,25 @@ def parse_csv(out: str) -> tuple[float, float, float]:
     return float(cols[1]), float(cols[4]), float(cols[6])
 
 
-def bench(case: Case, v: Variant, port: int, repeat: int, proxy_pid: int | None) -> Run:
+def bench(case: Case, v: Variant, port: int, repeat: int, proxy_pid: int | None,
+          master_pids: list[int]) -> Run:
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(case.clients),
             "-P", str(case.pipeline), "-n", str(case.requests), "-r", str(KEYSPACE), "--csv"]
     if v.side == "direct":
         argv.append("--cluster")
     argv += v.args
     ticks0 = cpu_ticks(proxy_pid) if proxy_pid else 0
+    masters0 = sum(cpu_ticks(p) for p in master_pids)
     t0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     secs = time.monotonic() - t0
     cpu = (cpu_ticks(proxy_pid) - ticks0) / CLK_TCK if proxy_pid else None
+    masters = (sum(cpu_ticks(p) for p in master_pids) - masters0) / CLK_TCK if master_pids else None
     if r.returncode != 0:
         raise RuntimeError(f"redis-benchmark failed ({' '.join(argv)}):\n{r.stdout}\n{r.stderr}")
     rps, p50, p99 = parse_csv(r.stdout)
     errors = " ".join(l for l in (r.stderr + r.stdout).splitlines() if "rror" in l)[:300]
-    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors)
+    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors, masters)
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,8 +582,8 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
              f"keyspace {KEYSPACE} keys (`-r`), 3-byte values.")
     L.append("")
     L.append("| case | side: what | ops/s median (min..max) | proxy/direct paired ratio median (min..max) "
-             "| p50 ms | p99 ms | req per proxy CPU-s | proxy peak RSS |")
-    L.append("|---|---|---|---|---|---|---|---|")
+             "| p50 ms | p99 ms | req per proxy CPU-s | req per master CPU-s | proxy peak RSS |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     notes = []
     for case in cases:
         direct = [r for r in runs if r.case == case.name and r.side == "direct"]
@@ -586,7 +594,11 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
                 continue
             rps = [r.rps for r in rs]
             cell_rps = f"{fmt_rps(med(rps))} ({fmt_rps(min(rps))}..{fmt_rps(max(rps))})"
-            ratio = cpu_cell = rss_cell = "-"
+            ratio = cpu_cell = rss_cell = masters_cell = "-"
+            per_master = [r.requests / r.masters_cpu_s for r in rs if r.masters_cpu_s]
+            if per_master:
+                masters_cell = (f"{fmt_rps(med(per_master))} "
+                                f"({fmt_rps(min(per_master))}..{fmt_rps(max(per_master))})")
             if v.side == "proxy":
                 ratios = [r.rps / by_rep_direct[r.repeat].rps for r in rs if r.repeat in by_rep_direct]
                 if ratios:
@@ -598,7 +610,7 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
                 rss_cell = f"{rss / 1024:.1f} MB" if rss else "-"
             L.append(
                 f"| {case.name} | {v.side}: {v.label} | {cell_rps} | {ratio} | {med([r.p50_ms for r in rs]):.3f} "
-                f"| {med([r.p99_ms for r in rs]):.3f} | {cpu_cell} | {rss_cell} |"
+                f"| {med([r.p99_ms for r in rs]):.3f} | {cpu_cell} | {masters_cell} | {rss_cell} |"
             )
         if case.note and case.note not in notes:
             notes.append(case.note)
@@ -618,6 +630,10 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
         L.append(f"- {n}")
     L.append("- ops/s for MSET counts MSET commands (10 keys each). Requests per proxy CPU-second = "
              "client requests in the run / (utime + stime of the proxy over the run).")
+    L.append("- Requests per master CPU-second = the same requests / (utime + stime of the three "
+             "masters together over the run): what Redis itself spends per request, on the same "
+             "machine in the same run, as a yardstick for the proxy's figure (a master does one "
+             "receive and one send per request; the proxy does that on both of its sides).")
     L.append("- Peak RSS is the proxy's VmHWM over that case's proxy runs (reset per case).")
     if errs:
         L.append("- redis-benchmark reported errors: " + "; ".join(errs))
@@ -647,11 +663,13 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
 
 
 def raw_table(runs: list[Run]) -> str:
-    L = ["| case | side: what | repeat | ops/s | p50 ms | p99 ms | seconds | proxy CPU s |", "|---|---|---|---|---|---|---|---|"]
+    L = ["| case | side: what | repeat | ops/s | p50 ms | p99 ms | seconds | proxy CPU s | masters CPU s |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         cpu = f"{r.proxy_cpu_s:.2f}" if r.proxy_cpu_s is not None else "-"
+        masters = f"{r.masters_cpu_s:.2f}" if r.masters_cpu_s is not None else "-"
         L.append(f"| {r.case} | {r.side}: {r.variant} | {r.repeat} | {r.rps:.0f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} "
-                 f"| {r.seconds:.2f} | {cpu} |")
+                 f"| {r.seconds:.2f} | {cpu} | {masters} |")
     return "\n".join(L)
 
 
@@ -739,7 +757,8 @@ def main() -> int:
             for rep in range(args.repeats):
                 for v in case.variants:
                     port = cluster.ports[0] if v.side == "direct" else proxy_port
-                    r = bench(case, v, port, rep, proxy_pid if v.side == "proxy" else None)
+                    r = bench(case, v, port, rep, proxy_pid if v.side == "proxy" else None,
+                              cluster.master_pids)
                     runs.append(r)
                     extra = f", proxy {r.requests / r.proxy_cpu_s / 1000:.0f}k req/CPU-s" if r.proxy_cpu_s else ""
                     log(f"{case.name:<24} {v.side}: {v.label:<13} #{rep}: {r.rps:>10.0f} ops/s  "
