@@ -103,6 +103,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
+def machine_busy_ticks() -> int:
+    """CPU ticks the whole machine spent not idle (every process and the kernel's softirq work),
+    from the first line of /proc/stat: everything but idle and iowait."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -399,6 +407,7 @@ class Run:
     proxy_cpu_s: float | None = None
     errors: str = ""
     masters_cpu_s: float | None = None
+    machine_cpu_s: float | None = None
 
 
 def parse_csv(out: str) -> tuple[float, float, float]:
@@ -420,16 +429,18 @@ def bench(case: Case, v: Variant, port: int, repeat: int, proxy_pid: int | None,
     argv += v.args
     ticks0 = cpu_ticks(proxy_pid) if proxy_pid else 0
     masters0 = sum(cpu_ticks(p) for p in master_pids)
+    busy0 = machine_busy_ticks()
     t0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     secs = time.monotonic() - t0
     cpu = (cpu_ticks(proxy_pid) - ticks0) / CLK_TCK if proxy_pid else None
     masters = (sum(cpu_ticks(p) for p in master_pids) - masters0) / CLK_TCK if master_pids else None
+    busy = (machine_busy_ticks() - busy0) / CLK_TCK
     if r.returncode != 0:
         raise RuntimeError(f"redis-benchmark failed ({' '.join(argv)}):\n{r.stdout}\n{r.stderr}")
     rps, p50, p99 = parse_csv(r.stdout)
     errors = " ".join(l for l in (r.stderr + r.stdout).splitlines() if "rror" in l)[:300]
-    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors, masters)
+    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors, masters, busy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,8 +593,8 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
              f"keyspace {KEYSPACE} keys (`-r`), 3-byte values.")
     L.append("")
     L.append("| case | side: what | ops/s median (min..max) | proxy/direct paired ratio median (min..max) "
-             "| p50 ms | p99 ms | req per proxy CPU-s | req per master CPU-s | proxy peak RSS |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+             "| p50 ms | p99 ms | req per proxy CPU-s | req per master CPU-s | machine CPU-µs per req | proxy peak RSS |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     notes = []
     for case in cases:
         direct = [r for r in runs if r.case == case.name and r.side == "direct"]
@@ -599,6 +610,8 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
             if per_master:
                 masters_cell = (f"{fmt_rps(med(per_master))} "
                                 f"({fmt_rps(min(per_master))}..{fmt_rps(max(per_master))})")
+            us = [r.machine_cpu_s / r.requests * 1e6 for r in rs if r.machine_cpu_s]
+            machine_cell = f"{med(us):.1f} ({min(us):.1f}..{max(us):.1f})" if us else "-"
             if v.side == "proxy":
                 ratios = [r.rps / by_rep_direct[r.repeat].rps for r in rs if r.repeat in by_rep_direct]
                 if ratios:
@@ -610,7 +623,7 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
                 rss_cell = f"{rss / 1024:.1f} MB" if rss else "-"
             L.append(
                 f"| {case.name} | {v.side}: {v.label} | {cell_rps} | {ratio} | {med([r.p50_ms for r in rs]):.3f} "
-                f"| {med([r.p99_ms for r in rs]):.3f} | {cpu_cell} | {masters_cell} | {rss_cell} |"
+                f"| {med([r.p99_ms for r in rs]):.3f} | {cpu_cell} | {masters_cell} | {machine_cell} | {rss_cell} |"
             )
         if case.note and case.note not in notes:
             notes.append(case.note)
@@ -634,6 +647,11 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
              "masters together over the run): what Redis itself spends per request, on the same "
              "machine in the same run, as a yardstick for the proxy's figure (a master does one "
              "receive and one send per request; the proxy does that on both of its sides).")
+    L.append("- Machine CPU-µs per request = CPU time the whole machine was busy during the run (all "
+             "processes and the kernel: /proc/stat, all but idle and iowait) / client requests. "
+             "When both sides keep the machine busy, the throughput ratio is about the direct "
+             "figure over the proxy's: the proxy's ratio is bounded by what its hop adds to the "
+             "machine's work per request, whoever does that work.")
     L.append("- Peak RSS is the proxy's VmHWM over that case's proxy runs (reset per case).")
     if errs:
         L.append("- redis-benchmark reported errors: " + "; ".join(errs))
