@@ -162,8 +162,12 @@ fn bench_split_mget(c: &mut Criterion) {
     // Grouping plus encoding one sub-request per slot: everything but the sends.
     g.bench_function("group_and_encode", |b| {
         b.iter(|| {
-            let parts = group_by_slot(black_box(&req), SplitKind::Mget, &keys);
-            parts.iter().map(|p| p.encode(&req).len()).sum::<usize>()
+            let split = group_by_slot(black_box(&req), SplitKind::Mget, &keys);
+            split
+                .encode(&req, &keys)
+                .iter()
+                .map(|p| p.len())
+                .sum::<usize>()
         })
     });
     g.finish();

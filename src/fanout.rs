@@ -2,6 +2,7 @@
 //! UNLINK, EXISTS, TOUCH: one sub-request per slot, since a node refuses keys of two slots in one
 //! request), and commands that concern every master (DBSIZE, KEYS, FLUSHALL, ...). Sub-requests
 //! are sent at once, in parallel; their replies are merged in the client's order.
+use crate::backend::conn::{ReplySink, ReplyTo};
 use crate::cluster::slot::{key_slot, Slot};
 use crate::forward::{route_error, Client, Forward};
 use crate::protocol::command::SplitKind;
@@ -11,12 +12,13 @@ use crate::protocol::reply_framer::split_array;
 use crate::proxy::Proxy;
 use crate::router::RouteError;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
 /// How sub-replies become the client's reply.
 #[derive(Debug)]
 pub enum Merge {
-    /// MGET: `order[i]` lists, for part i, the positions of its keys in the client's request.
-    Mget { order: Vec<Vec<u32>>, total: usize },
+    /// MGET: part i's reply holds the values of `split`'s part i's keys.
+    Mget { split: Split, total: usize },
     /// Every part must answer `+OK` (MSET, FLUSHALL, SCRIPT FLUSH, ...).
     AllOk,
     /// Integer replies summed (DEL, EXISTS, DBSIZE, ...).
@@ -32,68 +34,131 @@ pub enum Merge {
     AndInts,
 }
 
+mod gather;
+use gather::Gather;
+
 /// A request split over several nodes, parts in flight.
 #[derive(Debug)]
 pub struct Fanout {
+    /// Routed parts, their first replies arriving in `gather` (slot i for part i).
     parts: Vec<Forward>,
+    gather: Gathered,
     merge: Merge,
 }
 
-/// One slot's share of a multi-key request.
-#[derive(Debug)]
-pub struct Part {
-    pub slot: Slot,
-    /// Argument indices (into the client's request) this part sends after the command name.
-    pub args: Vec<u32>,
-    /// Positions (among the client's keys) of this part's keys, for merging MGET replies.
-    pub positions: Vec<u32>,
+/// The fan-out's reply slots; dropping it (the client left) tells the connections nobody
+/// waits for the replies any more.
+struct Gathered(Arc<Gather>);
+
+impl Drop for Gathered {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
-impl Part {
-    /// This part as a request of its own: the client's command name, then its arguments.
-    pub fn encode(&self, req: &Request) -> Bytes {
-        let mut b = BytesMut::with_capacity(64);
-        put_array_header(&mut b, self.args.len() + 1);
-        put_bulk(&mut b, req.arg(0));
-        for &a in &self.args {
-            put_bulk(&mut b, req.arg(a as usize));
+impl std::fmt::Debug for Gathered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gathered")
+    }
+}
+
+/// The keys of a multi-key request grouped by slot: each part is one run of `order`.
+#[derive(Debug)]
+pub struct Split {
+    /// (slot, position among the client's keys), sorted: each slot's keys are one run, in the
+    /// client's order.
+    order: Vec<(Slot, u32)>,
+    /// Parts in order of their first key in the client's request.
+    parts: Vec<Part>,
+    kind: SplitKind,
+}
+
+/// One slot's share of a multi-key request: the run `order[start..end]` of its [`Split`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub slot: Slot,
+    start: u32,
+    end: u32,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// Positions (among the client's keys) of `part`'s keys, in the client's order.
+    pub fn positions(&self, part: &Part) -> impl Iterator<Item = u32> + '_ {
+        self.order[part.start as usize..part.end as usize]
+            .iter()
+            .map(|&(_, pos)| pos)
+    }
+
+    /// Every part as a request of its own (the client's command name, then the part's keys,
+    /// each with its value for MSET), in part order. One buffer holds them all; each part is a
+    /// view of it.
+    pub fn encode(&self, req: &Request, keys: &[usize]) -> Vec<Bytes> {
+        let per_key = if self.kind == SplitKind::Mset { 2 } else { 1 };
+        let name = req.arg(0);
+        let mut buf =
+            BytesMut::with_capacity(req.bytes().len() + self.parts.len() * (name.len() + 24));
+        let mut ends = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            put_array_header(&mut buf, (part.end - part.start) as usize * per_key + 1);
+            put_bulk(&mut buf, name);
+            for pos in self.positions(part) {
+                let k = keys[pos as usize];
+                put_bulk(&mut buf, req.arg(k));
+                if per_key == 2 {
+                    put_bulk(&mut buf, req.arg(k + 1));
+                }
+            }
+            ends.push(buf.len());
         }
-        b.freeze()
+        let all = buf.freeze();
+        let mut from = 0;
+        ends.into_iter()
+            .map(|end| {
+                let b = all.slice(from..end);
+                from = end;
+                b
+            })
+            .collect()
     }
 }
 
 /// Groups the keys of `req` (argument indices `keys`) by slot, parts in order of first appearance:
 /// the pure half of [`split`], separate so it can be measured without sockets. One sort of
 /// (slot, position) pairs makes each slot's keys one run: O(n log n), where a linear search for
-/// each key's part was O(keys x slots) (100 keys on ~100 slots: ~5,000 comparisons).
-pub fn group_by_slot(req: &Request, kind: SplitKind, keys: &[usize]) -> Vec<Part> {
-    let per_key = if kind == SplitKind::Mset { 2 } else { 1 };
+/// each key's part was O(keys x slots) (100 keys on ~100 slots: ~5,000 comparisons). Two
+/// allocations, whatever the number of parts.
+pub fn group_by_slot(req: &Request, kind: SplitKind, keys: &[usize]) -> Split {
     let mut order: Vec<(Slot, u32)> = keys
         .iter()
         .enumerate()
         .map(|(pos, &k)| (key_slot(req.arg(k)), pos as u32))
         .collect();
     order.sort_unstable(); // positions are distinct: ties cannot happen
-    let mut parts: Vec<Part> = Vec::new();
+    let mut parts: Vec<Part> = Vec::with_capacity(order.len());
+    let mut start = 0;
     for run in order.chunk_by(|a, b| a.0 == b.0) {
-        let mut args = Vec::with_capacity(run.len() * per_key);
-        let mut positions = Vec::with_capacity(run.len());
-        for &(_, pos) in run {
-            let k = keys[pos as usize] as u32;
-            args.push(k);
-            if kind == SplitKind::Mset {
-                args.push(k + 1);
-            }
-            positions.push(pos);
-        }
+        let end = start + run.len() as u32;
         parts.push(Part {
             slot: run[0].0,
-            args,
-            positions,
+            start,
+            end,
         });
+        start = end;
     }
-    parts.sort_unstable_by_key(|p| p.positions[0]);
-    parts
+    parts.sort_unstable_by_key(|p| order[p.start as usize].1);
+    Split { order, parts, kind }
 }
 
 /// Splits a multi-key request whose keys (at `keys`) span slots into one request per slot and
@@ -106,29 +171,49 @@ pub fn split(
     keys: &[usize],
     readonly: bool,
 ) -> Result<Fanout, Bytes> {
-    let parts = group_by_slot(req, kind, keys);
-    let mut forwards = Vec::with_capacity(parts.len());
-    for p in &parts {
-        forwards.push(Forward::start(
-            proxy,
-            client,
-            p.encode(req),
-            Some(p.slot),
-            readonly,
-        )?);
-    }
-    let merge = match kind {
+    let split = group_by_slot(req, kind, keys);
+    let parts = (split.encode(req, keys).into_iter()).zip(split.parts.iter().map(|p| Some(p.slot)));
+    let mut fanout = Fanout::send(proxy, client, parts, readonly, Merge::AllOk)?;
+    fanout.merge = match kind {
         SplitKind::Mget => Merge::Mget {
-            order: parts.into_iter().map(|p| p.positions).collect(),
+            split,
             total: keys.len(),
         },
         SplitKind::Mset => Merge::AllOk,
         SplitKind::SumInts => Merge::SumInts,
     };
-    Ok(Fanout {
-        parts: forwards,
-        merge,
-    })
+    Ok(fanout)
+}
+
+impl Fanout {
+    /// Routes every part (its bytes and slot) and sends it, its reply slot in one [`Gather`].
+    /// `Err` is the reply when a part cannot be routed; parts already sent then answer into
+    /// slots nobody reads.
+    fn send(
+        proxy: &Proxy,
+        client: Client,
+        parts: impl ExactSizeIterator<Item = (Bytes, Option<Slot>)>,
+        readonly: bool,
+        merge: Merge,
+    ) -> Result<Fanout, Bytes> {
+        let gather = Gathered(Gather::new(parts.len()));
+        let sink: Arc<dyn ReplySink> = gather.0.clone();
+        let mut forwards = Vec::with_capacity(parts.len());
+        for (i, (bytes, slot)) in parts.enumerate() {
+            let (f, conn) = Forward::route(proxy, client, bytes, slot, readonly)?;
+            conn.send_to(
+                None,
+                f.request().clone(),
+                ReplyTo::sink(sink.clone(), i as u64),
+            );
+            forwards.push(f);
+        }
+        Ok(Fanout {
+            parts: forwards,
+            gather,
+            merge,
+        })
+    }
 }
 
 /// Sends `req` unchanged to every serving master.
@@ -143,19 +228,11 @@ pub fn all_masters(
     if masters.is_empty() {
         return Err(route_error(proxy, RouteError::Uncovered(None)));
     }
-    let mut parts = Vec::with_capacity(masters.len());
-    for m in masters {
-        // Route by a slot the master owns so redirects and retries work as for any request.
-        let slot = view.topology.first_slot_of(m);
-        parts.push(Forward::start(
-            proxy,
-            client,
-            req.bytes().clone(),
-            slot,
-            false,
-        )?);
-    }
-    Ok(Fanout { parts, merge })
+    // Route by a slot each master owns so redirects and retries work as for any request.
+    let parts = masters
+        .iter()
+        .map(|&m| (req.bytes().clone(), view.topology.first_slot_of(m)));
+    Fanout::send(proxy, client, parts, false, merge)
 }
 
 /// The merge for an all-masters command, by its lower-case name; `None` if it has no sensible
@@ -262,8 +339,9 @@ impl Fanout {
     /// Waits for every part and merges. The first error a part answers is the client's reply.
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
         let mut replies = Vec::with_capacity(self.parts.len());
-        for part in self.parts {
-            replies.push(part.finish(proxy, client, None).await);
+        for (i, part) in self.parts.into_iter().enumerate() {
+            let first = self.gather.0.take(i).await;
+            replies.push(part.finish(proxy, client, Some(first)).await);
         }
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
             return err.clone();
@@ -275,16 +353,16 @@ impl Fanout {
 fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes {
     let unexpected = || reply::error("ERR slotproxy: unexpected reply from a node while merging");
     match merge {
-        Merge::Mget { order, total } => {
+        Merge::Mget { split, total } => {
             let mut slots: Vec<Option<Bytes>> = vec![None; total];
-            for (reply, positions) in replies.iter().zip(order) {
+            for (reply, part) in replies.iter().zip(split.parts()) {
                 let Some(items) = split_array(reply) else {
                     return unexpected();
                 };
-                if items.len() != positions.len() {
+                if items.len() != (part.end - part.start) as usize {
                     return unexpected();
                 }
-                for (item, pos) in items.into_iter().zip(positions) {
+                for (item, pos) in items.into_iter().zip(split.positions(part)) {
                     slots[pos as usize] = Some(item);
                 }
             }
@@ -380,41 +458,70 @@ mod tests {
         }
     }
 
+    /// Each part as (slot, argument indices it sends after the command name, key positions).
+    fn view(split: &Split, keys: &[usize]) -> Vec<(Slot, Vec<u32>, Vec<u32>)> {
+        split
+            .parts()
+            .iter()
+            .map(|p| {
+                let positions: Vec<u32> = split.positions(p).collect();
+                let mut args = Vec::new();
+                for &pos in &positions {
+                    let k = keys[pos as usize] as u32;
+                    args.push(k);
+                    if split.kind == SplitKind::Mset {
+                        args.push(k + 1);
+                    }
+                }
+                (p.slot, args, positions)
+            })
+            .collect()
+    }
+
     #[test]
     fn groups_keys_by_slot_in_order_of_first_appearance() {
         // "{a}x" and "a" share a slot; "b" and "c" have their own.
         let req = Request::from_args(&["MSET", "b", "1", "a", "2", "c", "3", "{a}x", "4"]);
-        let parts = group_by_slot(&req, SplitKind::Mset, &[1, 3, 5, 7]);
-        let got: Vec<(Slot, Vec<u32>, Vec<u32>)> = parts
-            .into_iter()
-            .map(|p| (p.slot, p.args, p.positions))
-            .collect();
+        let keys = [1, 3, 5, 7];
+        let split = group_by_slot(&req, SplitKind::Mset, &keys);
         assert_eq!(
-            got,
+            view(&split, &keys),
             vec![
                 (key_slot(b"b"), vec![1, 2], vec![0]),
                 (key_slot(b"a"), vec![3, 4, 7, 8], vec![1, 3]),
                 (key_slot(b"c"), vec![5, 6], vec![2]),
             ]
         );
+        let parts = split.encode(&req, &keys);
+        let want: [&[u8]; 3] = [
+            b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$1\r\n1\r\n",
+            b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n2\r\n$4\r\n{a}x\r\n$1\r\n4\r\n",
+            b"*3\r\n$4\r\nMSET\r\n$1\r\nc\r\n$1\r\n3\r\n",
+        ];
+        assert_eq!(parts, want);
         let req = Request::from_args(&["MGET", "a", "b", "{a}y"]);
-        let parts = group_by_slot(&req, SplitKind::Mget, &[1, 2, 3]);
-        assert_eq!(parts[0].args, vec![1, 3]);
-        assert_eq!(parts[0].positions, vec![0, 2]);
-        assert_eq!(parts[1].args, vec![2]);
+        let keys = [1, 2, 3];
+        let split = group_by_slot(&req, SplitKind::Mget, &keys);
+        let v = view(&split, &keys);
+        assert_eq!((&v[0].1, &v[0].2), (&vec![1, 3], &vec![0, 2]));
+        assert_eq!(v[1].1, vec![2]);
+        assert_eq!(
+            split.encode(&req, &keys)[0],
+            &b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$4\r\n{a}y\r\n"[..]
+        );
         assert!(group_by_slot(&req, SplitKind::Mget, &[]).is_empty());
     }
 
     #[test]
     fn mget_merges_in_client_order() {
+        let req = Request::from_args(&["MGET", "a", "b", "{a}y"]);
+        let split = group_by_slot(&req, SplitKind::Mget, &[1, 2, 3]);
+        // Part 0 holds a and {a}y, part 1 holds b.
         let replies = vec![
             Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"),
             Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
         ];
-        let m = Merge::Mget {
-            order: vec![vec![0, 2], vec![1]],
-            total: 3,
-        };
+        let m = Merge::Mget { split, total: 3 };
         assert_eq!(
             &merge(m, replies, c())[..],
             b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n"

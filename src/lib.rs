@@ -16,7 +16,8 @@
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
-//! - [`fanout`]: multi-key split/merge and all-masters commands.
+//! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
+//!   in one set of reply slots (`fanout/gather.rs`).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.

@@ -74,15 +74,11 @@ pub fn put_map_header(out: &mut BytesMut, proto: Proto, n: usize) {
 /// Writes a RESP line `{kind}{n}\r\n` (`$3`, `*2`, `:-1`, ...) without going through `fmt`: the
 /// hot path of every header the proxy encodes.
 pub(crate) fn put_header(out: &mut BytesMut, kind: u8, n: i64) {
-    out.put_u8(kind);
-    put_decimal(out, n);
-    out.put_slice(b"\r\n");
-}
-
-fn put_decimal(out: &mut BytesMut, n: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let neg = n < 0;
+    // Built right to left on the stack, then copied with one capacity check: a kind byte, a
+    // sign, up to 19 digits and CRLF fit in 23 bytes.
+    let mut buf = [0u8; 24];
+    let mut i = buf.len() - 2;
+    buf[i..].copy_from_slice(b"\r\n");
     let mut v = n.unsigned_abs();
     loop {
         i -= 1;
@@ -92,9 +88,12 @@ fn put_decimal(out: &mut BytesMut, n: i64) {
             break;
         }
     }
-    if neg {
-        out.put_u8(b'-');
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
     }
+    i -= 1;
+    buf[i] = kind;
     out.put_slice(&buf[i..]);
 }
 
@@ -189,6 +188,12 @@ mod tests {
     fn builders() {
         assert_eq!(&integer(-42)[..], b":-42\r\n");
         assert_eq!(&integer(0)[..], b":0\r\n");
+        assert_eq!(&integer(i64::MIN)[..], b":-9223372036854775808\r\n");
+        assert_eq!(&integer(i64::MAX)[..], b":9223372036854775807\r\n");
+        let mut b = BytesMut::new();
+        put_array_header(&mut b, 10);
+        put_bulk(&mut b, b"");
+        assert_eq!(&b[..], b"*10\r\n$0\r\n\r\n");
         assert_eq!(&bulk(b"hi")[..], b"$2\r\nhi\r\n");
         assert_eq!(&error("ERR a\r\nb")[..], b"-ERR a  b\r\n");
         assert_eq!(parse_integer(b":17\r\n"), Some(17));
