@@ -172,7 +172,8 @@ pub fn split(
     readonly: bool,
 ) -> Result<Fanout, Bytes> {
     let split = group_by_slot(req, kind, keys);
-    let parts = (split.encode(req, keys).into_iter()).zip(split.parts.iter().map(|p| Some(p.slot)));
+    let slots = split.parts.iter().map(|p| Some(p.slot));
+    let parts = split.encode(req, keys).into_iter().zip(slots);
     let mut fanout = Fanout::send(proxy, client, parts, readonly, Merge::AllOk)?;
     fanout.merge = match kind {
         SplitKind::Mget => Merge::Mget {
