@@ -10,6 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{Cluster, Proxy};
 
+/// A worker's count of good rounds, once it is clear it saw no error at all.
+fn rounds_without_errors(who: &str, (ok, errors): (i64, Vec<String>)) -> i64 {
+    assert!(
+        errors.is_empty(),
+        "{who} saw {} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    ok
+}
+
 fn node_id(conn: &mut redis::Connection) -> String {
     redis::cmd("CLUSTER").arg("MYID").query(conn).unwrap()
 }
@@ -140,21 +151,9 @@ fn slot_migration_under_load_loses_nothing_and_shows_no_redirect() {
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let (ok, errors) = worker.join().unwrap();
-    assert!(
-        errors.is_empty(),
-        "client saw {} errors, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
+    let ok = rounds_without_errors("the INCR client", worker.join().unwrap());
     assert!(ok > 100, "only {ok} INCRs ran");
-    let (split_ok, split_errors) = splitter.join().unwrap();
-    assert!(
-        split_errors.is_empty(),
-        "the splitting client saw {} errors, first: {:?}",
-        split_errors.len(),
-        split_errors.first()
-    );
+    let split_ok = rounds_without_errors("the splitting client", splitter.join().unwrap());
     assert!(split_ok > 50, "only {split_ok} split MSET/MGET rounds ran");
 
     let owner: SocketAddr = cluster.master_of_slot(slot);
