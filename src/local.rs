@@ -1,7 +1,7 @@
 //! Commands the proxy answers itself, as a standalone Redis would: PING, ECHO, QUIT, SELECT,
 //! HELLO, AUTH, CLIENT, INFO, RESET, READONLY, READWRITE. (COMMAND is forwarded: the cluster
 //! knows its commands best.)
-use crate::protocol::command::CommandInfo;
+use crate::protocol::command::{CommandInfo, Handling, SplitKind};
 use crate::protocol::framer::Request;
 use crate::protocol::reply::{
     self, put_array_header, put_bulk, put_integer, put_map_header, Proto,
@@ -30,7 +30,9 @@ pub enum Outcome {
     Forward,
 }
 
-/// `-ERR wrong number of arguments for 'name' command`, if `req` breaks `info`'s arity.
+/// `-ERR wrong number of arguments for 'name' command`, if `req` breaks `info`'s arity. MSET
+/// also needs a value for every key, as Redis's own MSET checks (a key without one would
+/// otherwise reach the splitter, which sends every key with its value).
 pub fn arity_error(info: &CommandInfo, req: &Request) -> Option<Bytes> {
     let argc = req.argc() as i64;
     let arity = info.arity as i64;
@@ -38,7 +40,7 @@ pub fn arity_error(info: &CommandInfo, req: &Request) -> Option<Bytes> {
         argc == arity
     } else {
         argc >= -arity
-    };
+    } && (info.handling != Handling::Split(SplitKind::Mset) || argc % 2 == 1);
     (!ok).then(|| {
         reply::error(&format!(
             "ERR wrong number of arguments for '{}' command",

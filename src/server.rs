@@ -130,11 +130,21 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) -> anyhow::Result<(
             });
             continue;
         }
-        let p = proxy.clone();
+        let slot = ClientSlot(proxy.clone());
         tokio::spawn(async move {
-            crate::session::run(p.clone(), stream).await;
-            p.release_client();
+            crate::session::run(slot.0.clone(), stream).await;
+            drop(slot);
         });
+    }
+}
+
+/// A client's place under the client limit, given back when its session ends, however it ends:
+/// a session that panicked must not keep its place for the life of the process.
+struct ClientSlot(Arc<Proxy>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.release_client();
     }
 }
 
