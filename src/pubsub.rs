@@ -5,16 +5,26 @@
 //! the node sends (confirmations and messages) is queued to the client in arrival order. When
 //! the node reports zero subscriptions left, the connection is closed and the client is back on
 //! the shared path.
+//!
+//! Replies stay in request order: each command written to the node is followed by a `PING` with
+//! a token of this connection's own, whose reply the reading task swallows and counts. The
+//! client's reader waits for that count before it handles the client's next request, so a
+//! confirmation is queued before the reply to whatever the client sent after it, and the
+//! reader knows whether the client is still subscribed (as after `UNSUBSCRIBE` with no
+//! channels, whose number of confirmations only the node knows).
 use crate::protocol::reply::{put_array_header, put_bulk, put_integer, Proto};
 use crate::protocol::reply_framer::{split_array, ReplyFramer};
 use crate::reply_queue::ReplyQueue;
 use bytes::{Bytes, BytesMut};
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// A client's live subscription connection.
 pub struct Subscription {
@@ -23,6 +33,34 @@ pub struct Subscription {
     /// Cleared by the reading task when the node says no subscriptions are left (or the
     /// connection breaks).
     active: Arc<AtomicBool>,
+    markers: Arc<MarkerCount>,
+    /// `PING <token>`, written after every command.
+    marker: Bytes,
+    /// Markers written so far.
+    sent: u64,
+}
+
+/// What the reading task tells the reader: how many markers' replies it has seen (everything
+/// the node sent before them is queued to the client); `u64::MAX` once the connection is gone.
+struct MarkerCount {
+    seen: AtomicU64,
+    changed: Notify,
+}
+
+impl MarkerCount {
+    fn advance(&self, to: u64) {
+        self.seen.store(to, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Why a subscription command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
 }
 
 impl Subscription {
@@ -49,7 +87,24 @@ impl Subscription {
         }
         let active = Arc::new(AtomicBool::new(true));
         let flag = active.clone();
+        let token = format!(
+            "slotproxy-sync-{:016x}",
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        );
+        let marker = Bytes::from(format!(
+            "*2\r\n$4\r\nPING\r\n${}\r\n{token}\r\n",
+            token.len()
+        ));
+        let replies = MarkerReplies::new(&token);
+        let markers = Arc::new(MarkerCount {
+            seen: AtomicU64::new(0),
+            changed: Notify::new(),
+        });
+        let synced = markers.clone();
         tokio::spawn(async move {
+            let mut seen = 0;
             let mut buf = BytesMut::with_capacity(4096);
             let mut framer = ReplyFramer::new();
             'conn: loop {
@@ -64,8 +119,16 @@ impl Subscription {
                                 skip -= 1;
                                 continue;
                             }
-                            let done = ends_subscription(&frame);
-                            if !queue.push(wrap(frame)).await || done {
+                            if replies.matches(&frame) {
+                                seen += 1;
+                                synced.advance(seen);
+                                continue;
+                            }
+                            if ends_subscription(&frame) {
+                                // Keep reading: the marker behind this reply is still due.
+                                flag.store(false, Ordering::Release);
+                            }
+                            if !queue.push(wrap(frame)).await {
                                 break 'conn;
                             }
                         }
@@ -75,11 +138,15 @@ impl Subscription {
                 }
             }
             flag.store(false, Ordering::Release);
+            synced.advance(u64::MAX);
         });
         Ok(Subscription {
             addr,
             write,
             active,
+            markers,
+            marker,
+            sent: 0,
         })
     }
 
@@ -88,9 +155,48 @@ impl Subscription {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Writes a client request to the node as-is.
-    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.write.write_all(bytes).await
+    /// Writes a client request to the node as-is, then waits (at most `timeout`) until every
+    /// reply it caused is queued to the client.
+    pub async fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SubscriptionError> {
+        let mut out = BytesMut::with_capacity(bytes.len() + self.marker.len());
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(&self.marker);
+        self.write.write_all(&out).await?;
+        self.sent += 1;
+        let want = self.sent;
+        let markers = &self.markers;
+        let answered = async {
+            loop {
+                let changed = markers.changed.notified();
+                if markers.seen.load(Ordering::Acquire) >= want {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, answered)
+            .await
+            .map_err(|_| SubscriptionError::Timeout(timeout))
+    }
+}
+
+/// The two forms of a marker's reply: a plain bulk string (RESP3, or no subscription left), and
+/// the `pong` array of a subscribed RESP2 connection.
+struct MarkerReplies {
+    bulk: Vec<u8>,
+    pong: Vec<u8>,
+}
+
+impl MarkerReplies {
+    fn new(token: &str) -> MarkerReplies {
+        let bulk = format!("${}\r\n{token}\r\n", token.len()).into_bytes();
+        let mut pong = b"*2\r\n$4\r\npong\r\n".to_vec();
+        pong.extend_from_slice(&bulk);
+        MarkerReplies { bulk, pong }
+    }
+
+    fn matches(&self, frame: &[u8]) -> bool {
+        frame == self.bulk || frame == self.pong
     }
 }
 

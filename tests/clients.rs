@@ -184,11 +184,96 @@ fn pubsub_delivers_messages_published_through_the_proxy() {
     }
     pubsub.unsubscribe(&["news", "sport"]).unwrap();
     drop(pubsub);
-    // Back on the normal path after the last unsubscribe.
-    std::thread::sleep(Duration::from_millis(100));
+    // Back on the normal path right after the last unsubscribe.
     let _: () = sub_conn.set("after-sub", 1).unwrap();
     let v: i64 = sub_conn.get("after-sub").unwrap();
     assert_eq!(v, 1);
+}
+
+/// Sends `input` in one write and reads until `expected.len()` bytes came (or 5 s pass).
+fn pipeline(s: &mut TcpStream, input: &[u8], expected: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(input).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < expected.len() {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
+fn resp(argvs: &[&[&str]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for argv in argvs {
+        out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
+        for a in *argv {
+            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn pubsub_replies_stay_in_request_order_as_redis_sends_them() {
+    // Expected bytes are what a standalone Redis 7.0.15 answers to the same pipelines.
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let _: () = proxy.client().set("a", "va").unwrap();
+    let not_allowed = "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n";
+    // Confirmations come before the replies to what follows; after the last UNSUBSCRIBE the
+    // client is at once back to normal commands.
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    pipeline(
+        &mut s,
+        &resp(&[
+            &["SUBSCRIBE", "ch"],
+            &["PING"],
+            &["GET", "a"],
+            &["UNSUBSCRIBE"],
+            &["GET", "a"],
+            &["UNSUBSCRIBE", "z"],
+        ]),
+        &format!(
+            "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n{not_allowed}\
+             *3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n$2\r\nva\r\n\
+             *3\r\n$11\r\nunsubscribe\r\n$1\r\nz\r\n:0\r\n"
+        ),
+    );
+    pipeline(
+        &mut s,
+        &resp(&[
+            &["PSUBSCRIBE", "c*"],
+            &["PUNSUBSCRIBE", "c*"],
+            &["GET", "a"],
+        ]),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:1\r\n\
+         *3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:0\r\n$2\r\nva\r\n",
+    );
+    // RESP3: confirmations are pushes, and a subscribed client may run any command.
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&resp(&[&["HELLO", "3"]])).unwrap();
+    let mut hello = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !hello.ends_with(b"$7\r\nmodules\r\n*0\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "HELLO 3 unanswered");
+        hello.extend_from_slice(&buf[..n]);
+    }
+    pipeline(
+        &mut s,
+        &resp(&[
+            &["SUBSCRIBE", "ch"],
+            &["GET", "a"],
+            &["UNSUBSCRIBE", "ch"],
+            &["GET", "a"],
+        ]),
+        ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n$2\r\nva\r\n\
+         >3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n$2\r\nva\r\n",
+    );
 }
 
 #[test]

@@ -70,7 +70,12 @@ impl Reader {
             }
         }
         let sub = self.sub.as_mut().expect("opened above");
-        if let Err(e) = sub.send(req.bytes()).await {
+        // Waits until the node's replies to this command are queued, so that they come before
+        // the replies to what the client sent next.
+        if let Err(e) = sub
+            .send(req.bytes(), self.proxy.config.command_timeout)
+            .await
+        {
             let addr = sub.addr;
             self.sub = None;
             return Some(Pending::Ready(reply::error(&format!(
