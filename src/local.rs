@@ -86,13 +86,15 @@ pub fn answer(
     let r = match name.split('|').next().unwrap_or(name) {
         "ping" => match req.argc() {
             1 => Bytes::from_static(reply::PONG),
-            _ => reply::bulk(req.arg(1)),
+            2 => reply::bulk(req.arg(1)),
+            _ => reply::error("ERR wrong number of arguments for 'ping' command"),
         },
         "echo" => reply::bulk(req.arg(1)),
         "quit" => return Outcome::Close(Bytes::from_static(reply::OK)),
         "select" => match req.arg(1) {
             b"0" => Bytes::from_static(reply::OK),
-            _ => reply::error("ERR DB index is out of range"),
+            n if is_redis_integer(n) => reply::error("ERR DB index is out of range"),
+            _ => reply::error("ERR value is not an integer or out of range"),
         },
         "readonly" | "readwrite" => Bytes::from_static(reply::OK),
         "reset" => {
@@ -103,7 +105,7 @@ pub fn answer(
         }
         "auth" => auth(proxy, state, req),
         "hello" => hello(proxy, state, req),
-        "client" => client(state, req),
+        "client" => client(state, info, req),
         "info" => info_reply(proxy, state, req),
         "command" => return Outcome::Forward,
         _ => reply::error(&format!("ERR slotproxy does not answer '{name}'")),
@@ -212,6 +214,16 @@ fn hello(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
     out.freeze()
 }
 
+/// Whether Redis reads `s` as an integer (`string2ll`: an optional minus, digits, no leading
+/// zero, no plus sign).
+fn is_redis_integer(s: &[u8]) -> bool {
+    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    !digits.is_empty()
+        && digits.len() <= 19
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || s == b"0")
+}
+
 fn valid_name(name: &[u8]) -> Result<(), Bytes> {
     if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
         return Err(reply::error(
@@ -221,7 +233,7 @@ fn valid_name(name: &[u8]) -> Result<(), Bytes> {
     Ok(())
 }
 
-fn client(state: &mut ClientState, req: &Request) -> Bytes {
+fn client(state: &mut ClientState, info: &CommandInfo, req: &Request) -> Bytes {
     let sub = req.arg(1).to_ascii_lowercase();
     match (sub.as_slice(), req.argc()) {
         (b"setname", 3) => match valid_name(req.arg(2)) {
@@ -249,8 +261,13 @@ fn client(state: &mut ClientState, req: &Request) -> Bytes {
         (b"setname" | b"getname" | b"id" | b"setinfo" | b"info" | b"list" | b"no-evict" | b"no-touch", _) => {
             reply::error(&format!("ERR wrong number of arguments for 'client|{}' command", String::from_utf8_lossy(&sub)))
         }
+        // A subcommand Redis has (the table knows it) that the proxy does not answer.
+        _ if info.name.contains('|') => reply::error(&format!(
+            "ERR slotproxy does not support '{}': it answers CLIENT SETNAME, GETNAME, ID, SETINFO, INFO, LIST, NO-EVICT, NO-TOUCH",
+            info.name
+        )),
         _ => reply::error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. slotproxy answers CLIENT SETNAME, GETNAME, ID, SETINFO, INFO, LIST, NO-EVICT, NO-TOUCH",
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             lossy(req.arg(1), 128)
         )),
     }

@@ -37,6 +37,10 @@ struct Inner<T> {
     head: u64,
     /// The consumer waiting for the front item to be ready.
     consumer: Option<Waker>,
+    /// Items the consumer has taken and finished with (see [`ReplyQueue::settle_one`]).
+    settled: u64,
+    /// The producer waiting for every item to be finished with.
+    settling: Option<Waker>,
     /// Producers waiting for room (the reader and a subscription task: at most a few).
     producers: Vec<Waker>,
     /// No more items will be produced that matter: the consumer ends once drained.
@@ -69,6 +73,8 @@ impl<T> ReplyQueue<T> {
                 items: VecDeque::new(),
                 head: 0,
                 consumer: None,
+                settled: 0,
+                settling: None,
                 producers: Vec::new(),
                 closed_by_producer: false,
                 closed_by_consumer: false,
@@ -166,6 +172,34 @@ impl<T> ReplyQueue<T> {
         Some((entry.item, reply))
     }
 
+    /// The consumer is done with one more item it took (its reply is in).
+    pub fn settle_one(&self) {
+        let mut g = self.lock();
+        g.settled += 1;
+        if let Some(w) = g.settling.take() {
+            drop(g);
+            w.wake();
+        }
+    }
+
+    /// Waits until the consumer is done with every item queued so far: for a producer about
+    /// to send a request that must not overtake the earlier ones. `false` once the consumer is
+    /// gone.
+    pub async fn wait_settled(&self) -> bool {
+        poll_fn(|cx| {
+            let mut g = self.lock();
+            if g.closed_by_consumer {
+                return Poll::Ready(false);
+            }
+            if g.items.is_empty() && g.settled == g.head {
+                return Poll::Ready(true);
+            }
+            g.settling = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Nothing is queued, ready or not: no reply is owed right now.
     pub fn is_empty(&self) -> bool {
         self.lock().items.is_empty()
@@ -204,6 +238,9 @@ impl<T> ReplyQueue<T> {
     pub fn close_consumer(&self) {
         let mut g = self.lock();
         g.closed_by_consumer = true;
+        if let Some(w) = g.settling.take() {
+            w.wake();
+        }
         let n = g.items.len() as u64;
         g.head += n;
         g.items = VecDeque::new();

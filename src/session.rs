@@ -31,8 +31,27 @@ mod subscribe;
 mod transaction;
 use transaction::Multi;
 
+/// Which connection a request to a node goes on. A client's requests stay in order on one
+/// connection; when the next one needs another connection, the reader first waits until every
+/// earlier request has been answered (see [`Step::Settle`]), as Redis runs a client's commands
+/// one after the other: a GET after an EXEC sees what the transaction wrote, and a command after
+/// a BLPOP waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lane {
+    /// The shared, pipelined connections.
+    #[default]
+    Shared,
+    /// The client's transaction connection (WATCH, MULTI ... EXEC).
+    Pinned,
+    /// The client's connection for blocking commands.
+    Blocking,
+}
+
 /// What the reader does after dispatching one request.
 enum Step {
+    /// The request needs another [`Lane`] than the client's previous ones: wait until those
+    /// are answered, then dispatch it again.
+    Settle(Request),
     Queue(Pending),
     /// A routed request: queued awaiting its reply, then sent on this connection.
     Route(Forward, BackendConn),
@@ -87,6 +106,8 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
         blocking: None,
         sub: None,
         command: CommandId::UNKNOWN,
+        lane: Lane::Shared,
+        settled: false,
     };
     let reading = async {
         reader.run(read).await;
@@ -112,6 +133,11 @@ struct Reader {
     sub: Option<Subscription>,
     /// The command `dispatch` last resolved (metrics label).
     command: CommandId,
+    /// Where the client's last request to a node went.
+    lane: Lane,
+    /// Every request the client sent before has been answered (the reader just waited for
+    /// that): the next request may take any lane.
+    settled: bool,
 }
 
 impl Reader {
@@ -162,11 +188,19 @@ impl Reader {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = read_at.map(Timed::start);
-                        let step = self.dispatch(req);
+                        let mut step = self.dispatch(req);
+                        if let Step::Settle(req) = step {
+                            if !self.tx.wait_settled().await {
+                                return;
+                            }
+                            self.settled = true;
+                            step = self.dispatch(req);
+                        }
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
                         let (pending, stop) = match step {
                             Step::Queue(p) => (Some(p), false),
                             Step::Stop(p) => (Some(p), true),
+                            Step::Settle(_) => unreachable!("dispatched again after settling"),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
                             Step::Route(f, conn) => {
                                 let bytes = f.request().clone();
@@ -209,6 +243,17 @@ impl Reader {
         }
     }
 
+    /// Whether the next request may go on `lane` now: yes on the lane of the client's previous
+    /// requests, or once those are all answered; `false` means return [`Step::Settle`].
+    fn enter_lane(&mut self, lane: Lane) -> bool {
+        let ok = lane == self.lane || self.settled;
+        if ok {
+            self.lane = lane;
+            self.settled = false;
+        }
+        ok
+    }
+
     fn client(&self) -> Client {
         Client {
             id: self.state.id,
@@ -221,10 +266,12 @@ impl Reader {
         let proxy = self.proxy.clone();
         self.command = CommandId::UNKNOWN;
         let Some(info) = proxy.commands.lookup(&req) else {
+            self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
             return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
         self.command = info.id;
         if let Some(e) = local::arity_error(info, &req) {
+            self.multi.iter_mut().for_each(Multi::abort);
             return Step::Queue(Pending::Ready(e));
         }
         let name = info.name.as_str();
@@ -232,12 +279,25 @@ impl Reader {
             return Step::Queue(Pending::Ready(local::noauth()));
         }
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
+            if !self.enter_lane(Lane::Pinned) {
+                return Step::Settle(req);
+            }
             return Step::Queue(self.in_multi(info, &req));
         }
         if self.sub.is_some() || info.handling == Handling::PubSub {
             if let Some(step) = self.pubsub_step(info, &req) {
                 return step;
             }
+        }
+        let lane = match info.handling {
+            Handling::Forward | Handling::Split(_) | Handling::AllMasters => Some(Lane::Shared),
+            Handling::Blocking if proxy.commands.may_block(info, &req) => Some(Lane::Blocking),
+            Handling::Blocking => Some(Lane::Shared),
+            Handling::Transaction if name == "watch" || self.pinned.is_some() => Some(Lane::Pinned),
+            _ => None,
+        };
+        if lane.is_some_and(|l| !self.enter_lane(l)) {
+            return Step::Settle(req);
         }
         if info.handling == Handling::Local && name == "reset" {
             self.sub = None;
@@ -494,6 +554,7 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
                 }
             }
         };
+        queue.settle_one(); // its reply is in: a request on another lane may go now
         if let Some(m) = &proxy.metrics {
             match timed {
                 Some(t) => m.command_done(t, &bytes),

@@ -277,6 +277,67 @@ fn pubsub_replies_stay_in_request_order_as_redis_sends_them() {
 }
 
 #[test]
+fn a_clients_commands_run_in_order_across_its_connections_as_in_redis() {
+    // Expected bytes are what a standalone Redis 7.0.15 answers to the same pipelines. Commands
+    // after an EXEC or a BLPOP go on another node connection than those; they must still see
+    // what those did. Repeated, since an overtaking request would win only some races.
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    for i in 0..30 {
+        let v = i.to_string();
+        pipeline(
+            &mut s,
+            &resp(&[
+                &["SET", "{t}a", "old"],
+                &["WATCH", "{t}a"],
+                &["MULTI"],
+                &["SET", "{t}a", &v],
+                &["EXEC"],
+                &["GET", "{t}a"],
+            ]),
+            &format!(
+                "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n${}\r\n{v}\r\n",
+                v.len()
+            ),
+        );
+        pipeline(
+            &mut s,
+            &resp(&[
+                &["RPUSH", "{t}l", "x"],
+                &["BLPOP", "{t}l", "1"],
+                &["LLEN", "{t}l"],
+            ]),
+            ":1\r\n*2\r\n$4\r\n{t}l\r\n$1\r\nx\r\n:0\r\n",
+        );
+    }
+    // A command that cannot be queued aborts the transaction, as in Redis.
+    pipeline(
+        &mut s,
+        &resp(&[
+            &["MULTI"],
+            &["SET", "{t}a"],
+            &["GET", "{t}a"],
+            &["EXEC"],
+            &["MULTI"],
+            &["NOSUCHCOMMAND"],
+            &["EXEC"],
+        ]),
+        "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n+QUEUED\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n\
+         +OK\r\n-ERR unknown command 'NOSUCHCOMMAND', with args beginning with: \r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    pipeline(
+        &mut s,
+        &resp(&[&["PING", "a", "b"], &["SELECT", "x"], &["CLIENT", "FOO"]]),
+        "-ERR wrong number of arguments for 'ping' command\r\n\
+         -ERR value is not an integer or out of range\r\n\
+         -ERR unknown subcommand 'FOO'. Try CLIENT HELP.\r\n",
+    );
+}
+
+#[test]
 fn scan_walks_every_master() {
     let cluster = Cluster::start();
     let proxy = Proxy::start(&cluster.nodes(), &[]);

@@ -16,6 +16,13 @@ pub(super) struct Multi {
     aborted: bool,
 }
 
+impl Multi {
+    /// A command could not be queued: EXEC will answer EXECABORT, as Redis does.
+    pub(super) fn abort(&mut self) {
+        self.aborted = true;
+    }
+}
+
 impl Reader {
     fn send_pinned(&self, bytes: Bytes) -> Pending {
         let p = self.pinned.as_ref().expect("caller checked");
