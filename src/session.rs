@@ -175,10 +175,15 @@ impl Reader {
                 Some(Ok(0)) | Some(Err(_)) => return,
                 Some(Ok(n)) => n,
                 None => {
-                    // The readiness was stale: wait again, without the buffer if it is empty.
+                    // No bytes after all: the readiness was stale, or this task has used up
+                    // its turn (tokio's coop budget), which makes every read answer Pending
+                    // while `readable()` keeps answering ready. Hand the turn back if so: a
+                    // client's long pipeline must not spin its worker and starve everyone
+                    // else on it. Then wait again, without the buffer if it is empty.
                     if buf.is_empty() {
                         park_spare(std::mem::take(&mut buf));
                     }
+                    tokio::task::coop::consume_budget().await;
                     continue;
                 }
             };

@@ -259,3 +259,32 @@ fn every_command_with_any_number_of_arguments_gets_a_reply() {
         .unwrap();
     assert_alive(&mut bystander, &proxy);
 }
+
+#[test]
+fn a_long_pipeline_of_split_commands_is_answered_and_starves_no_one() {
+    // 5,000 cross-slot MGETs in one write: each one's parts are awaited in the client's task,
+    // which used up tokio's per-turn budget; the reader then spun on a readable socket whose
+    // reads all answered Pending, and the whole worker (every client on it) stalled.
+    let (_cluster, proxy, mut bystander) = with_bystander();
+    let mut c = proxy.client();
+    let _: () = redis::cmd("MSET")
+        .arg(&["a", "1", "b", "2", "c", "3"])
+        .query(&mut c)
+        .unwrap();
+    let one = b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n";
+    let reply = b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n";
+    let n = 5000;
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&one.repeat(n)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.len() < reply.len() * n {
+        match s.read(&mut buf) {
+            Ok(k) if k > 0 => got.extend_from_slice(&buf[..k]),
+            r => panic!("after {} of {n} replies: {r:?}", got.len() / reply.len()),
+        }
+    }
+    assert!(got == reply.repeat(n), "replies differ from Redis's");
+    assert_alive(&mut bystander, &proxy);
+}
