@@ -1,0 +1,157 @@
+//! The same long, random pipeline through the proxy (keys spread over every slot, so multi-key
+//! commands are split) and into one standalone Redis: the bytes that come back must be the
+//! same, in the same order. What a client sees through the proxy is what a standalone Redis
+//! would have told it.
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Cluster, Proxy};
+
+/// A standalone redis-server on a free port, stopped on drop.
+struct Standalone {
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl Standalone {
+    fn start() -> Standalone {
+        let port = support::free_port();
+        let child = Command::new(support::redis_server_path())
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let s = Standalone {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            pid: child.id(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(s.addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        support::kill_and_wait(self.pid);
+    }
+}
+
+/// xorshift64: the same pipeline on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// One random command over 40 keys (which land on many slots and every master).
+fn command(rng: &mut Rng) -> Vec<String> {
+    let key = |rng: &mut Rng| format!("k{}", rng.next(40));
+    let keys = |rng: &mut Rng, most: usize| -> Vec<String> {
+        (0..1 + rng.next(most)).map(|_| key(rng)).collect()
+    };
+    let digit = |rng: &mut Rng| rng.next(100).to_string();
+    let mut c: Vec<String> = Vec::new();
+    match rng.next(24) {
+        0 => c.extend(["SET".into(), key(rng), digit(rng)]),
+        1 => c.extend(["GET".into(), key(rng)]),
+        2 => c.extend(["INCR".into(), key(rng)]),
+        3 => c.extend(std::iter::once("DEL".into()).chain(keys(rng, 5))),
+        4 => c.extend(std::iter::once("EXISTS".into()).chain(keys(rng, 5))),
+        5 => {
+            c.push("MSET".into());
+            for k in keys(rng, 5) {
+                c.extend([k, digit(rng)]);
+            }
+        }
+        6 => c.extend(std::iter::once("MGET".into()).chain(keys(rng, 6))),
+        7 => c.extend(["LPUSH".into(), key(rng), "a".into(), "b".into()]),
+        8 => c.extend(["LRANGE".into(), key(rng), "0".into(), "-1".into()]),
+        9 => c.extend(["HSET".into(), key(rng), "f".into(), digit(rng)]),
+        10 => c.extend(["HGETALL".into(), key(rng)]),
+        11 => c.extend(["TYPE".into(), key(rng)]),
+        12 => c.extend(["APPEND".into(), key(rng), "z".into()]),
+        13 => c.extend(std::iter::once("UNLINK".into()).chain(keys(rng, 3))),
+        14 => c.extend(std::iter::once("TOUCH".into()).chain(keys(rng, 3))),
+        15 => c.extend(["GETDEL".into(), key(rng)]),
+        16 => c.extend(["SETNX".into(), key(rng), "n".into()]),
+        17 => c.extend(["INCRBY".into(), key(rng), "5".into()]),
+        18 => c.extend(["EXPIRE".into(), key(rng), "1000".into()]),
+        19 => c.extend(["PERSIST".into(), key(rng)]),
+        20 => c.extend(["SADD".into(), key(rng), "m1".into(), "m2".into()]),
+        21 => c.extend(["ZADD".into(), key(rng), "1".into(), "x".into()]),
+        22 => c.extend(["GETSET".into(), key(rng), "g".into()]),
+        _ => c.extend(["ECHO".into(), digit(rng)]),
+    }
+    c
+}
+
+/// Sends the whole pipeline in one write, QUIT last, and reads everything up to the close.
+fn replies(addr: SocketAddr, pipeline: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let pipeline = pipeline.to_vec();
+        std::thread::spawn(move || s.write_all(&pipeline).unwrap())
+    };
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("{addr}: {e} after {} bytes", out.len()));
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start();
+    for seed in [1u64, 2, 3] {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut commands = vec![vec!["FLUSHALL".to_string()]];
+        commands.extend((0..3000).map(|_| command(&mut rng)));
+        commands.push(vec!["QUIT".into()]);
+        let mut pipeline = Vec::new();
+        for c in &commands {
+            pipeline.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
+            for a in c {
+                pipeline.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        }
+        let want = replies(redis.addr, &pipeline);
+        let got = replies(proxy.addr(), &pipeline);
+        if got != want {
+            let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+            let show = |b: &[u8]| {
+                String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())])
+                    .into_owned()
+            };
+            panic!(
+                "seed {seed}: replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
+                want.len(),
+                show(&want),
+                show(&got)
+            );
+        }
+    }
+}
