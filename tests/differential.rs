@@ -13,7 +13,7 @@ use support::{Cluster, Proxy};
 /// A standalone redis-server on a free port, stopped on drop.
 struct Standalone {
     addr: SocketAddr,
-    pid: u32,
+    child: std::process::Child,
 }
 
 impl Standalone {
@@ -34,7 +34,7 @@ impl Standalone {
             .expect("starting redis-server");
         let s = Standalone {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            pid: child.id(),
+            child,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(s.addr).is_err() {
@@ -47,7 +47,8 @@ impl Standalone {
 
 impl Drop for Standalone {
     fn drop(&mut self) {
-        support::kill_and_wait(self.pid);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
