@@ -45,6 +45,9 @@ enum Lane {
     Pinned,
     /// The client's connection for blocking commands.
     Blocking,
+    /// A dedicated connection was just given up (EXEC, DISCARD, UNWATCH, RESET): whatever
+    /// comes next, on any connection, waits for what went on that one.
+    Retired,
 }
 
 /// What the reader does after dispatching one request.
@@ -296,7 +299,8 @@ impl Reader {
         }
         let lane = match info.handling {
             Handling::Forward | Handling::Split(_) | Handling::AllMasters => Some(Lane::Shared),
-            Handling::Blocking if proxy.commands.may_block(info, &req) => Some(Lane::Blocking),
+            // A blocking command checks its lane itself: it also depends on the node.
+            Handling::Blocking if proxy.commands.may_block(info, &req) => None,
             Handling::Blocking => Some(Lane::Shared),
             Handling::Transaction if name == "watch" || self.pinned.is_some() => Some(Lane::Pinned),
             _ => None,
@@ -309,6 +313,7 @@ impl Reader {
             self.multi = None;
             self.pinned = None;
             self.blocking = None;
+            self.lane = Lane::Retired;
         }
         match info.handling {
             Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
@@ -350,9 +355,7 @@ impl Reader {
                 None => Pending::Ready(unsupported(info)),
             }),
             Handling::Transaction => Step::Queue(self.transaction(info, req)),
-            Handling::Blocking if proxy.commands.may_block(info, &req) => {
-                Step::Queue(self.blocking(info, req))
-            }
+            Handling::Blocking if proxy.commands.may_block(info, &req) => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
             Handling::PubSub | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
@@ -426,16 +429,33 @@ impl Reader {
         self.master_for(slot)
     }
 
-    fn blocking(&mut self, info: &CommandInfo, req: Request) -> Pending {
+    /// A blocking command, on the client's blocking connection to the node of its keys. Like
+    /// any request it waits for the client's earlier ones unless they went on that same
+    /// connection: a BLPOP on another node must not start before the one in flight ends.
+    fn blocking(&mut self, info: &CommandInfo, req: Request) -> Step {
         let addr = match self.master_for_keys(info, &req) {
             Ok(a) => a,
-            Err(e) => return Pending::Ready(e),
+            Err(e) => return Step::Queue(Pending::Ready(e)),
         };
-        if self.blocking.as_ref().is_none_or(|b| b.addr != addr) {
+        let same = self.blocking.as_ref().is_some_and(|b| b.addr == addr);
+        let lane_ok = if same {
+            self.enter_lane(Lane::Blocking)
+        } else {
+            // A new connection is a new lane, whatever the last one was.
+            self.lane = Lane::Retired;
+            self.enter_lane(Lane::Blocking)
+        };
+        if !lane_ok {
+            return Step::Settle(req);
+        }
+        if !same {
             self.blocking = Some(self.dedicated(addr, true));
         }
         let b = self.blocking.as_ref().expect("set above");
-        Pending::Direct(b.conn.send(None, req.bytes().clone()), addr)
+        Step::Queue(Pending::Direct(
+            b.conn.send(None, req.bytes().clone()),
+            addr,
+        ))
     }
 }
 

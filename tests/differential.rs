@@ -1,6 +1,7 @@
 //! The same long, random pipeline through the proxy (keys spread over every slot, so multi-key
-//! commands are split) and into one standalone Redis: the bytes that come back must be the
-//! same, in the same order. What a client sees through the proxy is what a standalone Redis
+//! commands are split, with transactions and blocking commands, which use connections of their
+//! own) and into one standalone Redis: the bytes that come back must be the same, in the same
+//! order. What a client sees through the proxy is what a standalone Redis
 //! would have told it.
 mod support;
 
@@ -106,6 +107,42 @@ fn command(rng: &mut Rng) -> Vec<String> {
     c
 }
 
+/// One random command, or now and then a group that moves between the client's connections: a
+/// transaction (some with WATCH, some discarded) on a tagged key, or a push, a BLPOP and a
+/// read of what the BLPOP left.
+fn commands(rng: &mut Rng) -> Vec<Vec<String>> {
+    let v = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+    match rng.next(100) {
+        0..=5 => {
+            let mut group = Vec::new();
+            if rng.next(3) == 0 {
+                group.push(v(&["WATCH", "{t}a"]));
+            }
+            group.push(v(&["MULTI"]));
+            for _ in 0..rng.next(5) {
+                let digit = rng.next(10).to_string();
+                group.push(match rng.next(5) {
+                    0 => v(&["SET", "{t}a", &digit]),
+                    1 => v(&["INCR", "{t}a"]),
+                    2 => v(&["GET", "{t}a"]),
+                    3 => v(&["LPUSH", "{t}l", "v"]),
+                    _ => v(&["DEL", "{t}a"]),
+                });
+            }
+            group.push(v(&[if rng.next(5) == 0 { "DISCARD" } else { "EXEC" }]));
+            group
+        }
+        6..=9 => vec![
+            v(&["RPUSH", "{t}l", "x"]),
+            v(&["BLPOP", "{t}l", "1"]),
+            v(&["LLEN", "{t}l"]),
+        ],
+        // A BLPOP that times out (Redis times those out on its 100 ms clock: keep them rare).
+        10 if rng.next(10) == 0 => vec![v(&["BLPOP", "{t}empty", "0.01"])],
+        _ => vec![command(rng)],
+    }
+}
+
 /// Sends the whole pipeline in one write, QUIT last, and reads everything up to the close.
 fn replies(addr: SocketAddr, pipeline: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -148,7 +185,9 @@ fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
         if resp3 {
             commands.insert(0, vec!["HELLO".into(), "3".into()]);
         }
-        commands.extend((0..3000).map(|_| command(&mut rng)));
+        for _ in 0..3000 {
+            commands.extend(self::commands(&mut rng));
+        }
         commands.push(vec!["QUIT".into()]);
         let mut pipeline = Vec::new();
         for c in &commands {

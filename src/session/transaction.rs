@@ -1,7 +1,7 @@
 //! Transactions: MULTI/EXEC/DISCARD/WATCH/UNWATCH on a connection of the client's own, pinned to
 //! the one node that owns the transaction's keys. Commands queued before any key picks the node
 //! are held here and replayed after `MULTI` once it is picked.
-use super::{route_error, unsupported, Pending, Reader};
+use super::{route_error, unsupported, Lane, Pending, Reader};
 use crate::protocol::command::CommandInfo;
 use crate::protocol::framer::Request;
 use crate::protocol::reply;
@@ -24,6 +24,16 @@ impl Multi {
 }
 
 impl Reader {
+    /// Gives up the transaction connection: the next request, on any connection, waits for
+    /// what was sent on it (see [`Lane::Retired`]).
+    fn retire_pinned(&mut self) -> Option<super::Pinned> {
+        let p = self.pinned.take();
+        if p.is_some() {
+            self.lane = Lane::Retired;
+        }
+        p
+    }
+
     fn send_pinned(&self, bytes: Bytes) -> Pending {
         let p = self.pinned.as_ref().expect("caller checked");
         Pending::Direct(p.conn.send(None, bytes), p.addr)
@@ -55,7 +65,7 @@ impl Reader {
                 }
                 self.send_pinned(req.bytes().clone())
             }
-            "unwatch" => match self.pinned.take() {
+            "unwatch" => match self.retire_pinned() {
                 Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
                 None => Pending::Ready(Bytes::from_static(reply::OK)),
             },
@@ -73,7 +83,7 @@ impl Reader {
             }
             "exec" | "discard" => {
                 let multi = self.multi.take().expect("in multi");
-                let pinned = self.pinned.take();
+                let pinned = self.retire_pinned();
                 if name == "discard" {
                     return match pinned {
                         Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
