@@ -81,6 +81,13 @@ pub struct Part {
     end: u32,
 }
 
+impl Part {
+    /// How many of the client's keys this part carries.
+    fn keys(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+}
+
 impl Split {
     pub fn len(&self) -> usize {
         self.parts.len()
@@ -111,7 +118,7 @@ impl Split {
             BytesMut::with_capacity(req.bytes().len() + self.parts.len() * (name.len() + 24));
         let mut ends = Vec::with_capacity(self.parts.len());
         for part in &self.parts {
-            put_array_header(&mut buf, (part.end - part.start) as usize * per_key + 1);
+            put_array_header(&mut buf, part.keys() * per_key + 1);
             put_bulk(&mut buf, name);
             for pos in self.positions(part) {
                 let k = keys[pos as usize];
@@ -360,7 +367,7 @@ fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes {
                 let Some(items) = split_array(reply) else {
                     return unexpected();
                 };
-                if items.len() != (part.end - part.start) as usize {
+                if items.len() != part.keys() {
                     return unexpected();
                 }
                 for (item, pos) in items.into_iter().zip(split.positions(part)) {

@@ -2,7 +2,7 @@
 //! HELLO, AUTH, CLIENT, INFO, RESET, READONLY, READWRITE. (COMMAND is forwarded: the cluster
 //! knows its commands best.)
 use crate::protocol::command::{CommandInfo, Handling, SplitKind};
-use crate::protocol::framer::Request;
+use crate::protocol::framer::{parse_int, Request};
 use crate::protocol::reply::{
     self, put_array_header, put_bulk, put_integer, put_map_header, Proto,
 };
@@ -93,7 +93,7 @@ pub fn answer(
         "quit" => return Outcome::Close(Bytes::from_static(reply::OK)),
         "select" => match req.arg(1) {
             b"0" => Bytes::from_static(reply::OK),
-            n if is_redis_integer(n) => reply::error("ERR DB index is out of range"),
+            n if parse_int(n).is_some() => reply::error("ERR DB index is out of range"),
             _ => reply::error("ERR value is not an integer or out of range"),
         },
         "readonly" | "readwrite" => Bytes::from_static(reply::OK),
@@ -212,16 +212,6 @@ fn hello(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
     put_bulk(&mut out, b"modules");
     put_array_header(&mut out, 0);
     out.freeze()
-}
-
-/// Whether Redis reads `s` as an integer (`string2ll`: an optional minus, digits, no leading
-/// zero, no plus sign).
-fn is_redis_integer(s: &[u8]) -> bool {
-    let digits = s.strip_prefix(b"-").unwrap_or(s);
-    !digits.is_empty()
-        && digits.len() <= 19
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits[0] != b'0' || s == b"0")
 }
 
 fn valid_name(name: &[u8]) -> Result<(), Bytes> {

@@ -12,7 +12,8 @@
 //! confirmation is queued before the reply to whatever the client sent after it, and the
 //! reader knows whether the client is still subscribed (as after `UNSUBSCRIBE` with no
 //! channels, whose number of confirmations only the node knows).
-use crate::protocol::reply::{put_array_header, put_bulk, put_integer, Proto};
+use crate::protocol::framer::Request;
+use crate::protocol::reply::{self, put_array_header, put_bulk, put_integer, Proto};
 use crate::protocol::reply_framer::{split_array, ReplyFramer};
 use crate::reply_queue::ReplyQueue;
 use bytes::{Bytes, BytesMut};
@@ -93,11 +94,8 @@ impl Subscription {
                 .build_hasher()
                 .finish()
         );
-        let marker = Bytes::from(format!(
-            "*2\r\n$4\r\nPING\r\n${}\r\n{token}\r\n",
-            token.len()
-        ));
-        let replies = MarkerReplies::new(&token);
+        let marker = Request::from_args(&["PING", &token]).bytes().clone();
+        let replies = MarkerReplies::new(token.as_bytes());
         let markers = Arc::new(MarkerCount {
             seen: AtomicU64::new(0),
             changed: Notify::new(),
@@ -183,16 +181,21 @@ impl Subscription {
 /// The two forms of a marker's reply: a plain bulk string (RESP3, or no subscription left), and
 /// the `pong` array of a subscribed RESP2 connection.
 struct MarkerReplies {
-    bulk: Vec<u8>,
-    pong: Vec<u8>,
+    bulk: Bytes,
+    pong: Bytes,
 }
 
 impl MarkerReplies {
-    fn new(token: &str) -> MarkerReplies {
-        let bulk = format!("${}\r\n{token}\r\n", token.len()).into_bytes();
-        let mut pong = b"*2\r\n$4\r\npong\r\n".to_vec();
+    fn new(token: &[u8]) -> MarkerReplies {
+        let bulk = reply::bulk(token);
+        let mut pong = BytesMut::new();
+        put_array_header(&mut pong, 2);
+        put_bulk(&mut pong, b"pong");
         pong.extend_from_slice(&bulk);
-        MarkerReplies { bulk, pong }
+        MarkerReplies {
+            bulk,
+            pong: pong.freeze(),
+        }
     }
 
     fn matches(&self, frame: &[u8]) -> bool {

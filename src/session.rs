@@ -297,10 +297,11 @@ impl Reader {
                 return step;
             }
         }
+        let may_block = info.handling == Handling::Blocking && proxy.commands.may_block(info, &req);
         let lane = match info.handling {
             Handling::Forward | Handling::Split(_) | Handling::AllMasters => Some(Lane::Shared),
             // A blocking command checks its lane itself: it also depends on the node.
-            Handling::Blocking if proxy.commands.may_block(info, &req) => None,
+            Handling::Blocking if may_block => None,
             Handling::Blocking => Some(Lane::Shared),
             Handling::Transaction if name == "watch" || self.pinned.is_some() => Some(Lane::Pinned),
             _ => None,
@@ -355,7 +356,7 @@ impl Reader {
                 None => Pending::Ready(unsupported(info)),
             }),
             Handling::Transaction => Step::Queue(self.transaction(info, req)),
-            Handling::Blocking if proxy.commands.may_block(info, &req) => self.blocking(info, req),
+            Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
             Handling::PubSub | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
@@ -438,14 +439,10 @@ impl Reader {
             Err(e) => return Step::Queue(Pending::Ready(e)),
         };
         let same = self.blocking.as_ref().is_some_and(|b| b.addr == addr);
-        let lane_ok = if same {
-            self.enter_lane(Lane::Blocking)
-        } else {
-            // A new connection is a new lane, whatever the last one was.
-            self.lane = Lane::Retired;
-            self.enter_lane(Lane::Blocking)
-        };
-        if !lane_ok {
+        if !same {
+            self.lane = Lane::Retired; // a new connection is a new lane, whatever the last one was
+        }
+        if !self.enter_lane(Lane::Blocking) {
             return Step::Settle(req);
         }
         if !same {

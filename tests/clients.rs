@@ -3,6 +3,7 @@
 mod support;
 
 use redis::Commands;
+use slotproxy::protocol::framer::Request;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -205,15 +206,12 @@ fn pipeline(s: &mut TcpStream, input: &[u8], expected: &str) {
     assert_eq!(String::from_utf8_lossy(&got), expected);
 }
 
+/// The requests `argvs`, RESP-encoded one after the other.
 fn resp(argvs: &[&[&str]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for argv in argvs {
-        out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
-        for a in *argv {
-            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    }
-    out
+    argvs
+        .iter()
+        .flat_map(|argv| Request::from_args(argv).bytes().to_vec())
+        .collect()
 }
 
 #[test]

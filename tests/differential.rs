@@ -5,6 +5,7 @@
 //! would have told it.
 mod support;
 
+use slotproxy::protocol::framer::Request;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -191,10 +192,7 @@ fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
         commands.push(vec!["QUIT".into()]);
         let mut pipeline = Vec::new();
         for c in &commands {
-            pipeline.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
-            for a in c {
-                pipeline.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
+            pipeline.extend_from_slice(Request::from_args(c).bytes());
         }
         let want = after_hello(replies(redis.addr, &pipeline), resp3);
         let got = after_hello(replies(proxy.addr(), &pipeline), resp3);

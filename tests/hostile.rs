@@ -231,12 +231,9 @@ fn every_command_with_any_number_of_arguments_gets_a_reply() {
                 .copied()
                 .chain(args[..n].iter().copied())
                 .collect();
-            let mut req = format!("*{}\r\n", argv.len()).into_bytes();
-            for a in &argv {
-                req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
             let mut s = TcpStream::connect(proxy.addr()).unwrap();
-            s.write_all(&req).unwrap();
+            s.write_all(slotproxy::protocol::framer::Request::from_args(&argv).bytes())
+                .unwrap();
             sent += 1;
             if let Err(why) = first_reply_line(&mut s) {
                 failures.push(format!("{}: {why}", argv.join(" ")));
