@@ -1,9 +1,16 @@
 //! Configuration: the TOML file (`--config`), `SLOTPROXY_*` environment variables and flags,
-//! merged as flag > env > file > default, then validated.
+//! merged as flag > env > file > default, then validated. The security settings (users,
+//! credentials and TLS) have their types in [`security`].
 use crate::router::ReadFrom;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod security;
+pub use security::{Access, ClientTls, NodeAuth, NodeTls, Secret, UserConfig};
+
+/// The address value that turns the plain-TCP client listener off (with `tls_listen` set).
+pub const LISTEN_OFF: &str = "off";
 
 /// The settings `slotproxy serve` runs with, after merging.
 #[derive(Debug, Clone)]
@@ -13,7 +20,16 @@ pub struct Config {
     pub read_from: ReadFrom,
     pub log_level: String,
     pub metrics_listen: Option<String>,
-    pub password: Option<String>,
+    /// The default user's password (`AUTH password`).
+    pub password: Option<Secret>,
+    /// Named client users (`AUTH user password`).
+    pub users: Vec<UserConfig>,
+    /// What the proxy presents to every node.
+    pub node_auth: NodeAuth,
+    /// A TLS listener for clients, beside (or instead of) `listen`.
+    pub tls: Option<ClientTls>,
+    /// TLS to the nodes.
+    pub node_tls: Option<NodeTls>,
     pub max_clients: usize,
     pub backend_connections: usize,
     pub command_timeout: Duration,
@@ -50,6 +66,10 @@ impl Default for Config {
             log_level: "info".into(),
             metrics_listen: None,
             password: None,
+            users: Vec::new(),
+            node_auth: NodeAuth::default(),
+            tls: None,
+            node_tls: None,
             max_clients: 10_000,
             backend_connections: 1,
             command_timeout: Duration::from_secs(5),
@@ -75,7 +95,21 @@ pub struct FileConfig {
     pub read_from: Option<ReadFrom>,
     pub log_level: Option<String>,
     pub metrics_listen: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    pub users: Option<Vec<UserConfig>>,
+    pub node_user: Option<String>,
+    pub node_password: Option<Secret>,
+    pub node_password_file: Option<PathBuf>,
+    pub tls_listen: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub node_tls: Option<bool>,
+    pub node_tls_ca_file: Option<PathBuf>,
+    pub node_tls_cert_file: Option<PathBuf>,
+    pub node_tls_key_file: Option<PathBuf>,
+    pub node_tls_server_name: Option<String>,
+    pub node_tls_insecure_skip_verify: Option<bool>,
     pub max_clients: Option<usize>,
     pub backend_connections: Option<usize>,
     pub command_timeout_ms: Option<u64>,
@@ -116,6 +150,50 @@ pub struct ServeArgs {
     /// Password clients must give with AUTH or HELLO (none if unset)
     #[arg(long, env = "SLOTPROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// ACL user the proxy authenticates as on every node (default user if unset)
+    #[arg(long, env = "SLOTPROXY_NODE_USER")]
+    pub node_user: Option<String>,
+    /// Password for the nodes; prefer SLOTPROXY_NODE_PASSWORD or --node-password-file
+    #[arg(
+        long,
+        env = "SLOTPROXY_NODE_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub node_password: Option<String>,
+    /// File whose first line is the nodes' password (keeps it out of argv and the environment)
+    #[arg(long, env = "SLOTPROXY_NODE_PASSWORD_FILE")]
+    pub node_password_file: Option<PathBuf>,
+    /// Address of a TLS listener for clients (needs --tls-cert-file and --tls-key-file)
+    #[arg(long, env = "SLOTPROXY_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain the TLS listener presents
+    #[arg(long, env = "SLOTPROXY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate
+    #[arg(long, env = "SLOTPROXY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; when set, TLS clients must present a certificate they signed
+    #[arg(long, env = "SLOTPROXY_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Speak TLS to the nodes
+    #[arg(long, env = "SLOTPROXY_NODE_TLS")]
+    pub node_tls: bool,
+    /// PEM CA certificates that sign the nodes' certificates
+    #[arg(long, env = "SLOTPROXY_NODE_TLS_CA_FILE")]
+    pub node_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for the nodes (tls-auth-clients)
+    #[arg(long, env = "SLOTPROXY_NODE_TLS_CERT_FILE")]
+    pub node_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate
+    #[arg(long, env = "SLOTPROXY_NODE_TLS_KEY_FILE")]
+    pub node_tls_key_file: Option<PathBuf>,
+    /// Name the nodes' certificates are verified against (default: the node's IP address)
+    #[arg(long, env = "SLOTPROXY_NODE_TLS_SERVER_NAME")]
+    pub node_tls_server_name: Option<String>,
+    /// Accept any node certificate (labs only)
+    #[arg(long, env = "SLOTPROXY_NODE_TLS_INSECURE_SKIP_VERIFY")]
+    pub node_tls_insecure_skip_verify: bool,
     /// Reply timeout for a command sent to a node, in milliseconds [default: 5000]
     #[arg(long, env = "SLOTPROXY_COMMAND_TIMEOUT_MS")]
     pub command_timeout_ms: Option<u64>,
@@ -169,47 +247,94 @@ impl Config {
         };
         let d = Config::default();
         let ms = Duration::from_millis;
-        let config = Config {
-            listen: args.listen.clone().or(file.listen).unwrap_or(d.listen),
-            seeds: if args.seeds.is_empty() {
-                file.seeds.unwrap_or_default()
-            } else {
-                args.seeds.clone()
-            },
-            read_from: args.read_from.or(file.read_from).unwrap_or(d.read_from),
-            log_level: args
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or(d.log_level),
-            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
-            password: args.password.clone().or(file.password),
-            max_clients: file.max_clients.unwrap_or(d.max_clients),
-            backend_connections: file.backend_connections.unwrap_or(d.backend_connections),
-            command_timeout: args
-                .command_timeout_ms
-                .or(file.command_timeout_ms)
-                .map(ms)
-                .unwrap_or(d.command_timeout),
-            connect_timeout: file.connect_timeout_ms.map(ms).unwrap_or(d.connect_timeout),
-            refresh_interval: file
-                .refresh_interval_ms
-                .map(ms)
-                .unwrap_or(d.refresh_interval),
-            client_idle_timeout: match file.client_idle_timeout_secs {
-                None | Some(0) => None,
-                Some(s) => Some(Duration::from_secs(s)),
-            },
-            max_bulk_len: file.max_bulk_len.unwrap_or(d.max_bulk_len),
-            max_args: file.max_args.unwrap_or(d.max_args),
-            max_inline_len: file.max_inline_len.unwrap_or(d.max_inline_len),
-            max_pipeline: file.max_pipeline.unwrap_or(d.max_pipeline),
-            worker_threads: args
-                .worker_threads
-                .or(file.worker_threads)
-                .unwrap_or(d.worker_threads),
-            runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
-        };
+        let config =
+            Config {
+                listen: args.listen.clone().or(file.listen).unwrap_or(d.listen),
+                seeds: if args.seeds.is_empty() {
+                    file.seeds.unwrap_or_default()
+                } else {
+                    args.seeds.clone()
+                },
+                read_from: args.read_from.or(file.read_from).unwrap_or(d.read_from),
+                log_level: args
+                    .log_level
+                    .clone()
+                    .or(file.log_level)
+                    .unwrap_or(d.log_level),
+                metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
+                password: args.password.clone().map(Secret::new).or(file.password),
+                users: file.users.unwrap_or_default(),
+                node_auth: NodeAuth {
+                    user: args.node_user.clone().or(file.node_user),
+                    password: match (
+                        &args.node_password_file,
+                        &args.node_password,
+                        &file.node_password_file,
+                    ) {
+                        (Some(p), _, _) => {
+                            Some(security::read_secret_file(p).map_err(ConfigError::Invalid)?)
+                        }
+                        (None, Some(p), _) => Some(Secret::new(p.clone())),
+                        (None, None, Some(p)) => {
+                            Some(security::read_secret_file(p).map_err(ConfigError::Invalid)?)
+                        }
+                        (None, None, None) => file.node_password,
+                    },
+                },
+                tls: match args.tls_listen.clone().or(file.tls_listen) {
+                    None => None,
+                    Some(listen) => Some(ClientTls {
+                        listen,
+                        cert_file: args
+                            .tls_cert_file
+                            .clone()
+                            .or(file.tls_cert_file)
+                            .ok_or_else(|| {
+                                ConfigError::Invalid("tls_listen needs tls_cert_file".into())
+                            })?,
+                        key_file: args.tls_key_file.clone().or(file.tls_key_file).ok_or_else(
+                            || ConfigError::Invalid("tls_listen needs tls_key_file".into()),
+                        )?,
+                        client_ca_file: args.tls_client_ca_file.clone().or(file.tls_client_ca_file),
+                    }),
+                },
+                node_tls: (args.node_tls || file.node_tls == Some(true)).then(|| NodeTls {
+                    ca_file: args.node_tls_ca_file.clone().or(file.node_tls_ca_file),
+                    cert_file: args.node_tls_cert_file.clone().or(file.node_tls_cert_file),
+                    key_file: args.node_tls_key_file.clone().or(file.node_tls_key_file),
+                    server_name: args
+                        .node_tls_server_name
+                        .clone()
+                        .or(file.node_tls_server_name),
+                    insecure_skip_verify: args.node_tls_insecure_skip_verify
+                        || file.node_tls_insecure_skip_verify == Some(true),
+                }),
+                max_clients: file.max_clients.unwrap_or(d.max_clients),
+                backend_connections: file.backend_connections.unwrap_or(d.backend_connections),
+                command_timeout: args
+                    .command_timeout_ms
+                    .or(file.command_timeout_ms)
+                    .map(ms)
+                    .unwrap_or(d.command_timeout),
+                connect_timeout: file.connect_timeout_ms.map(ms).unwrap_or(d.connect_timeout),
+                refresh_interval: file
+                    .refresh_interval_ms
+                    .map(ms)
+                    .unwrap_or(d.refresh_interval),
+                client_idle_timeout: match file.client_idle_timeout_secs {
+                    None | Some(0) => None,
+                    Some(s) => Some(Duration::from_secs(s)),
+                },
+                max_bulk_len: file.max_bulk_len.unwrap_or(d.max_bulk_len),
+                max_args: file.max_args.unwrap_or(d.max_args),
+                max_inline_len: file.max_inline_len.unwrap_or(d.max_inline_len),
+                max_pipeline: file.max_pipeline.unwrap_or(d.max_pipeline),
+                worker_threads: args
+                    .worker_threads
+                    .or(file.worker_threads)
+                    .unwrap_or(d.worker_threads),
+                runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
+            };
         config.validate()?;
         Ok(config)
     }
@@ -237,6 +362,16 @@ impl Config {
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return bad("log_level must be one of error, warn, info, debug, trace");
         }
+        if self.listen == LISTEN_OFF && self.tls.is_none() {
+            return bad("listen = \"off\" needs tls_listen: the proxy would accept no clients");
+        }
+        security::validate(
+            &self.users,
+            self.password.as_ref(),
+            &self.node_auth,
+            self.node_tls.as_ref(),
+        )
+        .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -191,7 +191,7 @@ fn routed_conn(
     let policy = if force_master {
         ReadFrom::Master
     } else {
-        proxy.config.read_from
+        proxy.config().read_from
     };
     // The spread counter is shared by every worker: touch it only when the pick uses it
     // (keyless commands, reads that may go to a replica), not on every request.
@@ -215,7 +215,7 @@ pub fn failure_reply(proxy: &Proxy, e: BackendError, addr: SocketAddr) -> Bytes 
         }
         BackendError::Timeout => reply::error(&format!(
             "ERR slotproxy: node {addr} did not reply within {} ms; the command may or may not have run",
-            proxy.config.command_timeout.as_millis()
+            proxy.config().command_timeout.as_millis()
         )),
     }
 }

@@ -100,7 +100,7 @@ pub fn answer(
         "reset" => {
             state.proto = Proto::Resp2;
             state.name = None;
-            state.authed = proxy.config.password.is_none();
+            state.authed = proxy.config().password.is_none();
             Bytes::from_static(b"+RESET\r\n")
         }
         "auth" => auth(proxy, state, req),
@@ -119,16 +119,16 @@ fn check_password(proxy: &Proxy, user: Option<&[u8]>, pass: &[u8]) -> Result<(),
     if user.is_some_and(|u| u != b"default") {
         return Err(wrongpass());
     }
-    match &proxy.config.password {
+    match &proxy.config().password {
         None => Ok(()), // the default user has `nopass`: any password works
-        Some(p) if p.as_bytes() == pass => Ok(()),
+        Some(p) if p.expose().as_bytes() == pass => Ok(()),
         Some(_) => Err(wrongpass()),
     }
 }
 
 fn auth(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
     let result = match req.argc() {
-        2 if proxy.config.password.is_none() => Err(reply::error(
+        2 if proxy.config().password.is_none() => Err(reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         )),
         2 => check_password(proxy, None, req.arg(1)),
@@ -275,7 +275,7 @@ fn info_reply(proxy: &Proxy, state: &ClientState, req: &Request) -> Bytes {
                 env!("CARGO_PKG_VERSION"),
                 usize::BITS,
                 std::process::id(),
-                proxy.config.listen.rsplit(':').next().unwrap_or("0"),
+                proxy.config().listen.rsplit(':').next().unwrap_or("0"),
                 proxy.started.elapsed().as_secs(),
             ),
         ),
@@ -289,7 +289,7 @@ fn info_reply(proxy: &Proxy, state: &ClientState, req: &Request) -> Bytes {
                 t.nodes().len(),
                 t.slots_covered(),
                 t.epoch(),
-                proxy.config.read_from,
+                proxy.config().read_from,
             ),
         ),
     ];

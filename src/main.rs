@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy in front of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Form a six-node cluster (3 masters, 3 replicas), spawning the nodes or from given ones.
     Bootstrap(BootstrapArgs),
     /// Stop the nodes `bootstrap --spawn` started.

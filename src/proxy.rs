@@ -1,16 +1,20 @@
 //! The state every session shares: configuration, the topology refresher (which owns the view
 //! and the connection pool) and the command table. The proxy keeps no data of its own.
+//!
+//! The configuration is immutable and swapped whole (`ArcSwap`), shared by every worker: a
+//! reload stores a new one, and each request reads the current one lock-free.
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Proxy {
-    pub config: Config,
+    config: Arc<ArcSwap<Config>>,
     pub refresher: Arc<Refresher>,
     pub commands: Arc<CommandTable>,
     pub started: Instant,
@@ -40,7 +44,7 @@ impl Default for Counters {
 impl Proxy {
     pub fn new(config: Config, refresher: Arc<Refresher>, commands: Arc<CommandTable>) -> Proxy {
         Proxy {
-            config,
+            config: Arc::new(ArcSwap::from_pointee(config)),
             refresher,
             commands,
             started: Instant::now(),
@@ -48,6 +52,28 @@ impl Proxy {
             counters: Arc::new(Counters::default()),
             spread: AtomicU64::new(0),
         }
+    }
+
+    /// Shares `config` with the other workers' proxies: a reload reaches them all.
+    pub fn with_config(mut self, config: Arc<ArcSwap<Config>>) -> Proxy {
+        self.config = config;
+        self
+    }
+
+    /// The current configuration (lock-free; do not hold it across long waits).
+    #[inline]
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The current configuration, to keep.
+    pub fn config_arc(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Where the configuration lives, for whoever reloads it.
+    pub fn config_source(&self) -> &Arc<ArcSwap<Config>> {
+        &self.config
     }
 
     /// Shares `counters` with the other workers' proxies.
@@ -74,7 +100,7 @@ impl Proxy {
     /// Counts a client in; `false` (and nothing counted) when the limit is reached.
     pub fn admit_client(&self) -> bool {
         let n = self.counters.clients.fetch_add(1, Ordering::Relaxed);
-        if n >= self.config.max_clients {
+        if n >= self.config().max_clients {
             self.counters.clients.fetch_sub(1, Ordering::Relaxed);
             if let Some(m) = &self.metrics {
                 m.client_rejected();

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 /// What every worker shares: the command table, metrics and process-wide counters.
 #[derive(Clone)]
 pub struct Shared {
+    pub config: Arc<arc_swap::ArcSwap<Config>>,
     pub commands: Arc<CommandTable>,
     pub metrics: Option<Arc<Metrics>>,
     pub counters: Arc<Counters>,
@@ -31,6 +32,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
         None => None,
     };
     Ok(Shared {
+        config: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
         commands,
         metrics,
         counters: Arc::new(Counters::default()),
@@ -66,6 +68,7 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
     tokio::spawn(refresher.clone().run());
     Arc::new(
         Proxy::new(config, refresher, shared.commands.clone())
+            .with_config(shared.config.clone())
             .with_metrics(shared.metrics.clone())
             .with_counters(shared.counters.clone()),
     )

@@ -92,10 +92,10 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let id = proxy.next_session_id();
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let queue = Arc::new(ReplyQueue::new(proxy.config.max_pipeline));
+    let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
     let state = ClientState {
         id,
-        authed: proxy.config.password.is_none(),
+        authed: proxy.config().password.is_none(),
         ..Default::default()
     };
     let reader = Reader {
@@ -145,7 +145,7 @@ struct Reader {
 
 impl Reader {
     async fn run(mut self, mut read: OwnedReadHalf) {
-        let c = &self.proxy.config;
+        let c = self.proxy.config_arc();
         let mut framer = RequestFramer::new(Limits {
             max_bulk_len: c.max_bulk_len,
             max_args: c.max_args,

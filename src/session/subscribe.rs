@@ -55,7 +55,7 @@ impl Reader {
                 Ok(a) => a,
                 Err(e) => return Some(Pending::Ready(e)),
             };
-            let timeout = self.proxy.config.connect_timeout;
+            let timeout = self.proxy.config().connect_timeout;
             match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
                 (Pending::Ready(b), None)
             })
@@ -73,7 +73,7 @@ impl Reader {
         // Waits until the node's replies to this command are queued, so that they come before
         // the replies to what the client sent next.
         if let Err(e) = sub
-            .send(req.bytes(), self.proxy.config.command_timeout)
+            .send(req.bytes(), self.proxy.config().command_timeout)
             .await
         {
             let addr = sub.addr;
