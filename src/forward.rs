@@ -217,5 +217,11 @@ pub fn failure_reply(proxy: &Proxy, e: BackendError, addr: SocketAddr) -> Bytes 
             "ERR slotproxy: node {addr} did not reply within {} ms; the command may or may not have run",
             proxy.config().command_timeout.as_millis()
         )),
+        BackendError::Auth => reply::error(&format!(
+            "ERR slotproxy: node {addr} refused the proxy's credentials (check node_user / node_password; the proxy's log has the node's reply)"
+        )),
+        BackendError::Tls => reply::error(&format!(
+            "ERR slotproxy: TLS handshake with node {addr} failed (check node_tls_* settings; the proxy's log has the reason)"
+        )),
     }
 }

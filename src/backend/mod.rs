@@ -17,6 +17,42 @@ pub enum BackendError {
     /// No reply within the command timeout; the connection was reset.
     #[error("node did not answer in time")]
     Timeout,
+    /// The node refused the proxy's credentials (`WRONGPASS`, `NOAUTH`, `NOPERM` while setting
+    /// up the connection); nothing was written, but retrying will not help until it changes.
+    #[error("node refused the proxy's credentials")]
+    Auth,
+    /// The TLS handshake with the node failed (certificate, protocol); nothing was written.
+    #[error("TLS handshake with node failed")]
+    Tls,
+}
+
+/// Why a connection to a node could not be set up, with the detail an operator needs (the
+/// I/O error, or the node's own error text). Cold path: built once per failed attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out after {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The node answered the connection's set-up (`AUTH`, `HELLO`) with this error.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The node answered another set-up command (`READONLY`) with an error.
+    #[error("node answered {0}")]
+    Refused(String),
+}
+
+impl ConnectError {
+    /// The kind a request that needed this connection fails with.
+    pub fn kind(&self) -> BackendError {
+        match self {
+            ConnectError::Auth(_) => BackendError::Auth,
+            ConnectError::Tls(_) => BackendError::Tls,
+            _ => BackendError::Connect,
+        }
+    }
 }
 
 /// What a backend connection reports to the rest of the proxy (the refresher, metrics).
@@ -25,6 +61,9 @@ pub trait ConnEvents: Send + Sync + 'static {
     fn connected(&self, addr: std::net::SocketAddr, up: bool);
     /// Connecting failed, or an open connection broke or timed out.
     fn failed(&self, addr: std::net::SocketAddr, error: BackendError);
+    /// Connecting failed, with the detail (called before `failed` for the same attempt). For
+    /// logs and health: report on a change of state, not per attempt.
+    fn connect_failed(&self, _addr: std::net::SocketAddr, _error: &ConnectError) {}
     /// The request counters of node `addr`, asked for once per connection task (metrics).
     fn node_stats(
         &self,

@@ -224,8 +224,8 @@ pub struct NodeStats {
     /// Latency by role (master, replica), created on first use; its count is the request count.
     by_role: [OnceLock<ShardedHistogram>; 2],
     connections: IntGauge,
-    /// Connection errors: connect, lost, timeout.
-    errors: [IntCounter; 3],
+    /// Connection errors: connect, lost, timeout, auth, tls.
+    errors: [IntCounter; 5],
 }
 
 impl std::fmt::Debug for NodeStats {
@@ -243,7 +243,7 @@ impl NodeStats {
             role: AtomicU8::new(Role::Master as u8),
             by_role: [OnceLock::new(), OnceLock::new()],
             connections: vecs.connections.with_label_values(&[&label]),
-            errors: ["connect", "lost", "timeout"]
+            errors: ["connect", "lost", "timeout", "auth", "tls"]
                 .map(|e| vecs.errors.with_label_values(&[label.as_str(), e])),
             label,
         }
@@ -293,6 +293,8 @@ impl NodeStats {
             BackendError::Connect => 0,
             BackendError::Lost => 1,
             BackendError::Timeout => 2,
+            BackendError::Auth => 3,
+            BackendError::Tls => 4,
         };
         self.errors[i].inc();
     }
