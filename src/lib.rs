@@ -32,6 +32,7 @@
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
 //! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
 //!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
@@ -51,3 +52,4 @@ pub mod reply_queue;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod tls;
