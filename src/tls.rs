@@ -215,7 +215,7 @@ mod tests {
             key_file: "/nonexistent/key.pem".into(),
             client_ca_file: None,
         };
-        let e = server_config(&tls).err().expect("fails").to_string();
+        let e = server_config(&tls).expect_err("fails").to_string();
         assert!(e.contains("/nonexistent/cert.pem"), "{e}");
     }
 
@@ -224,7 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("empty.pem");
         std::fs::write(&p, "not a certificate\n").unwrap();
-        let e = load_certs(&p).err().expect("fails").to_string();
+        let e = load_certs(&p).expect_err("fails").to_string();
         assert!(e.contains("empty.pem") && e.contains("no PEM"), "{e}");
     }
 }
