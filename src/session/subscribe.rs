@@ -56,9 +56,14 @@ impl Reader {
                 Err(e) => return Some(Pending::Ready(e)),
             };
             let timeout = self.proxy.config().connect_timeout;
-            match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
-                (Pending::Ready(b), None)
-            })
+            match Subscription::open(
+                self.proxy.refresher.pool().connector(),
+                addr,
+                self.state.proto,
+                timeout,
+                self.tx.clone(),
+                |b| (Pending::Ready(b), None),
+            )
             .await
             {
                 Ok(s) => self.sub = Some(s),
