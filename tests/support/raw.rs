@@ -110,6 +110,31 @@ impl RawConn {
     }
 }
 
+/// The elements of a flat aggregate reply (`*`, `>`, `%`, `~` of bulk strings, integers and
+/// nulls) as text: a Pub/Sub message, a PUBSUB NUMSUB reply. Panics on anything else.
+pub fn flat(reply: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(reply).expect("text reply");
+    let mut lines = text.split("\r\n");
+    let header = lines.next().expect("a header");
+    assert!(
+        matches!(header.as_bytes().first(), Some(b'*' | b'>' | b'%' | b'~')),
+        "not an aggregate: {}",
+        show(reply)
+    );
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        match line.as_bytes().first() {
+            Some(b'$') if line == "$-1" => out.push(String::from("(nil)")),
+            Some(b'$') => out.push(lines.next().expect("bulk body").to_string()),
+            Some(b':') => out.push(line[1..].to_string()),
+            Some(b'_') => out.push(String::from("(nil)")),
+            None => {}
+            _ => panic!("not flat: {}", show(reply)),
+        }
+    }
+    out
+}
+
 /// A reply for an assertion message: shortened, control characters visible.
 pub fn show(reply: &[u8]) -> String {
     let text = String::from_utf8_lossy(reply);
