@@ -1,10 +1,11 @@
 //! Pub/Sub through the proxy. A client's first (P|S)SUBSCRIBE opens a connection of its own to
-//! one node (a master chosen by spread for SUBSCRIBE/PSUBSCRIBE, which Redis Cluster broadcasts
-//! to every node; the master owning the channel's slot for SSUBSCRIBE). From then on its
-//! subscription commands are written to that connection as the client sent them, and every frame
-//! the node sends (confirmations and messages) is queued to the client in arrival order. When
-//! the node reports zero subscriptions left, the connection is closed and the client is back on
-//! the shared path.
+//! one node: for SUBSCRIBE the master owning its first channel's slot, where PUBLISH to that
+//! channel is routed too (so PUBLISH's reply counts it; Redis Cluster broadcasts messages to
+//! every node anyway); for PSUBSCRIBE a master chosen by spread; for SSUBSCRIBE the master
+//! owning the channel's slot. From then on its subscription commands are written to that
+//! connection as the client sent them, and every frame the node sends (confirmations and
+//! messages) is queued to the client in arrival order. When the node reports zero subscriptions
+//! left, the connection is closed and the client is back on the shared path.
 //!
 //! Replies stay in request order: each command written to the node is followed by a `PING` with
 //! a token of this connection's own, whose reply the reading task swallows and counts. The
