@@ -32,7 +32,8 @@
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
 //! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
 //!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
-//! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections.
+//! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections;
+//!   [`tls_listener`] accepts TLS clients and hands them to a session.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
@@ -53,3 +54,4 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tls_listener;

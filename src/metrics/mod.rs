@@ -50,6 +50,8 @@ pub struct Metrics {
     client_connections: IntGauge,
     client_connections_total: IntCounter,
     clients_rejected_max_clients: IntCounter,
+    /// TLS clients whose handshake failed (plaintext on the TLS port, bad certificates).
+    clients_rejected_tls: IntCounter,
     /// Table position of each command id's entry (subcommands share their container's).
     command_index: Vec<u16>,
     commands: Vec<CommandEntry>,
@@ -130,7 +132,7 @@ impl Metrics {
             )?,
             errors: counter_vec(
                 "slotproxy_backend_connection_errors_total",
-                "Connections to a node that could not be opened (error=connect), broke \
+                "Connections to a node that could not be opened (error=connect), were refused the proxy's credentials (error=auth) or TLS (error=tls), broke \
                  (error=lost) or were reset after a reply timeout (error=timeout).",
                 &["node", "error"],
             )?,
@@ -168,6 +170,11 @@ impl Metrics {
         r.register(Box::new(process::ProcessCollector::new()?))?;
 
         let roles = [Role::Master, Role::Replica];
+        let rejected = counter_vec(
+            "slotproxy_client_connections_rejected_total",
+            "Client connections refused, by reason.",
+            &["reason"],
+        )?;
         Ok(Metrics {
             client_connections: gauge(
                 "slotproxy_client_connections",
@@ -177,12 +184,8 @@ impl Metrics {
                 "slotproxy_client_connections_total",
                 "Client connections accepted (under the client limit).",
             )?,
-            clients_rejected_max_clients: counter_vec(
-                "slotproxy_client_connections_rejected_total",
-                "Client connections refused, by reason.",
-                &["reason"],
-            )?
-            .with_label_values(&["max_clients"]),
+            clients_rejected_max_clients: rejected.with_label_values(&["max_clients"]),
+            clients_rejected_tls: rejected.with_label_values(&["tls_handshake"]),
             command_index,
             commands,
             other_command: CommandEntry::new("other".into()),
@@ -233,6 +236,11 @@ impl Metrics {
     /// A client was refused because `max_clients` are connected.
     pub fn client_rejected(&self) {
         self.clients_rejected_max_clients.inc();
+    }
+
+    /// A TLS client was closed because its handshake failed.
+    pub fn tls_handshake_failed(&self) {
+        self.clients_rejected_tls.inc();
     }
 
     /// `n` bytes were read from a client; returns the time they arrived, for timing the
