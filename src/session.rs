@@ -91,11 +91,13 @@ struct Pinned {
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let id = proxy.next_session_id();
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (read, write) = stream.into_split();
     let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
     let state = ClientState {
         id,
-        authed: proxy.config().password.is_none(),
+        auth: crate::auth::ClientAuth::on_connect(&proxy),
+        peer,
         ..Default::default()
     };
     let reader = Reader {
@@ -283,8 +285,9 @@ impl Reader {
             return Step::Queue(Pending::Ready(e));
         }
         let name = info.name.as_str();
-        if !self.state.authed && !matches!(name, "auth" | "hello" | "quit" | "reset") {
-            return Step::Queue(Pending::Ready(local::noauth()));
+        if let Err(e) = self.state.auth.permit(&proxy, info) {
+            self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
+            return Step::Queue(Pending::Ready(e));
         }
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
             if !self.enter_lane(Lane::Pinned) {
