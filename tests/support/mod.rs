@@ -21,6 +21,8 @@ use slotproxy::bootstrap::spawn::{is_redis_process, signal, start_node};
 use slotproxy::bootstrap::{form_cluster, FormOptions, NodeSpec, Progress};
 use tempfile::TempDir;
 
+pub mod standalone;
+
 const INSTALL: &str = "apt-get install redis-server redis-tools";
 
 /// The `redis-server` binary. Panics, saying how to install it, when there is none.
