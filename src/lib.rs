@@ -13,6 +13,8 @@
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
 //! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
 //! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`auth`]: client users: who may log in (default and `[[users]]`), password checks, what
+//!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
@@ -37,6 +39,7 @@
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backend;
 pub mod bootstrap;
 pub mod cluster;

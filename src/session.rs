@@ -92,23 +92,32 @@ struct Pinned {
 /// Serves one client until it disconnects, quits or breaks the protocol.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (read, write) = stream.into_split();
-    serve(proxy, read, write).await
+    serve(proxy, peer, read, write).await
 }
 
 /// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
 pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
-    let _ = stream.get_ref().0.set_nodelay(true);
+    let tcp = stream.get_ref().0;
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let (read, write) = tokio::io::split(stream);
-    serve(proxy, tokio::io::BufReader::new(read), write).await
+    serve(proxy, peer, tokio::io::BufReader::new(read), write).await
 }
 
-async fn serve(proxy: Arc<Proxy>, read: impl ClientRead, write: impl AsyncWrite + Unpin + Send) {
+async fn serve(
+    proxy: Arc<Proxy>,
+    peer: Option<SocketAddr>,
+    read: impl ClientRead,
+    write: impl AsyncWrite + Unpin + Send,
+) {
     let id = proxy.next_session_id();
     let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
     let state = ClientState {
         id,
-        authed: proxy.config().password.is_none(),
+        auth: crate::auth::ClientAuth::on_connect(&proxy),
+        peer,
         ..Default::default()
     };
     let reader = Reader {
@@ -296,8 +305,9 @@ impl Reader {
             return Step::Queue(Pending::Ready(e));
         }
         let name = info.name.as_str();
-        if !self.state.authed && !matches!(name, "auth" | "hello" | "quit" | "reset") {
-            return Step::Queue(Pending::Ready(local::noauth()));
+        if let Err(e) = self.state.auth.permit(&proxy, info) {
+            self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
+            return Step::Queue(Pending::Ready(e));
         }
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
             if !self.enter_lane(Lane::Pinned) {

@@ -61,6 +61,7 @@ pub struct Metrics {
     received_bytes: ShardedCounter,
     sent_bytes: ShardedCounter,
     protocol_errors: IntCounter,
+    auth_failures: IntCounter,
     backend_vecs: BackendVecs,
     nodes: Mutex<HashMap<SocketAddr, Arc<NodeStats>>>,
     redirections: [IntCounter; 2],
@@ -197,6 +198,10 @@ impl Metrics {
                 "Client connections closed because they sent malformed RESP or exceeded a \
                  request limit.",
             )?,
+            auth_failures: counter(
+                "slotproxy_auth_failures_total",
+                "Client logins refused (AUTH or HELLO AUTH answered WRONGPASS).",
+            )?,
             backend_vecs,
             nodes: Mutex::new(HashMap::new()),
             redirections: ["moved", "ask"].map(|t| redirections.with_label_values(&[t])),
@@ -254,6 +259,11 @@ impl Metrics {
     /// A client broke the protocol (its connection is closed).
     pub fn protocol_error(&self) {
         self.protocol_errors.inc();
+    }
+
+    /// A client's AUTH (or HELLO AUTH) was refused.
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
     }
 
     // ---- commands ----

@@ -22,6 +22,7 @@ use slotproxy::bootstrap::{form_cluster, FormOptions, NodeSpec, Progress};
 use tempfile::TempDir;
 
 pub mod raw;
+pub mod standalone;
 
 const INSTALL: &str = "apt-get install redis-server redis-tools";
 
