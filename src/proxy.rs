@@ -128,3 +128,36 @@ impl Proxy {
         }
     }
 }
+
+#[cfg(test)]
+impl Proxy {
+    /// A proxy whose refresher never runs (an empty topology), for unit tests of what depends
+    /// only on its configuration and counters.
+    pub(crate) fn idle(config: Config, commands: CommandTable) -> Proxy {
+        use crate::backend::conn::ConnOptions;
+        use crate::backend::connector::Connector;
+        use crate::backend::pool::Pool;
+        use crate::backend::NoEvents;
+        use crate::cluster::refresher::{NoObserver, RefreshOptions};
+        use std::time::Duration;
+        let opts = ConnOptions {
+            proto: crate::protocol::reply::Proto::Resp2,
+            timeout: Some(Duration::from_secs(1)),
+            connect_timeout: Duration::from_secs(1),
+            connector: Arc::new(Connector::plain()),
+        };
+        let pool = Arc::new(Pool::new(opts, 1, Arc::new(NoEvents)));
+        let refresh = RefreshOptions {
+            interval: Duration::from_secs(60),
+            debounce: Duration::from_millis(100),
+            query_timeout: Duration::from_secs(1),
+        };
+        let refresher = Arc::new(Refresher::new(
+            pool,
+            vec!["127.0.0.1:1".into()],
+            refresh,
+            Box::new(NoObserver),
+        ));
+        Proxy::new(config, refresher, Arc::new(commands))
+    }
+}

@@ -1,13 +1,7 @@
 use super::*;
-use crate::backend::conn::ConnOptions;
-use crate::backend::pool::Pool;
-use crate::backend::NoEvents;
-use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
 use crate::config::security::UserConfig;
 use crate::protocol::command::CommandTable;
 use crate::protocol::framer::Request;
-use crate::protocol::reply::Proto;
-use std::time::Duration;
 
 /// SHA-256 of "pw", as `ACL LIST` shows it for `ACL SETUSER u >pw`.
 const PW_SHA256: &str = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
@@ -31,25 +25,7 @@ fn config(password: Option<&str>, users: Vec<UserConfig>) -> Config {
 
 /// A proxy whose refresher never runs: only its configuration matters here.
 fn proxy(cfg: Config) -> Proxy {
-    let opts = ConnOptions {
-        proto: Proto::Resp2,
-        timeout: Some(Duration::from_secs(1)),
-        connect_timeout: Duration::from_secs(1),
-        connector: Arc::new(crate::backend::connector::Connector::plain()),
-    };
-    let pool = Arc::new(Pool::new(opts, 1, Arc::new(NoEvents)));
-    let refresh = RefreshOptions {
-        interval: Duration::from_secs(60),
-        debounce: Duration::from_millis(100),
-        query_timeout: Duration::from_secs(1),
-    };
-    let refresher = Arc::new(Refresher::new(
-        pool,
-        vec!["127.0.0.1:1".into()],
-        refresh,
-        Box::new(NoObserver),
-    ));
-    Proxy::new(cfg, refresher, Arc::new(CommandTable::fallback()))
+    Proxy::idle(cfg, CommandTable::fallback())
 }
 
 fn info<'a>(t: &'a CommandTable, args: &[&str]) -> &'a CommandInfo {

@@ -1,11 +1,8 @@
 use super::*;
-use crate::backend::conn::ConnOptions;
-use crate::backend::pool::Pool;
 use crate::backend::NoEvents;
-use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
+use crate::cluster::refresher::NoObserver;
 use crate::cluster::topology::Topology;
 use crate::config::Config;
-use crate::protocol::reply::Proto;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -206,28 +203,7 @@ fn nodes_retries_and_refreshes() {
 
 /// A proxy that never started its refresher: an empty topology.
 fn idle_proxy(metrics: &Arc<Metrics>) -> Arc<Proxy> {
-    let opts = ConnOptions {
-        proto: Proto::Resp2,
-        timeout: Some(Duration::from_secs(1)),
-        connect_timeout: Duration::from_secs(1),
-        connector: Arc::new(crate::backend::connector::Connector::plain()),
-    };
-    let pool = Arc::new(Pool::new(opts, 1, Arc::new(NoEvents)));
-    let refresh = RefreshOptions {
-        interval: Duration::from_secs(60),
-        debounce: Duration::from_millis(100),
-        query_timeout: Duration::from_secs(1),
-    };
-    let refresher = Arc::new(Refresher::new(
-        pool,
-        vec!["127.0.0.1:1".into()],
-        refresh,
-        Box::new(NoObserver),
-    ));
-    Arc::new(
-        Proxy::new(Config::default(), refresher, Arc::new(table()))
-            .with_metrics(Some(metrics.clone())),
-    )
+    Arc::new(Proxy::idle(Config::default(), table()).with_metrics(Some(metrics.clone())))
 }
 
 async fn http(addr: SocketAddr, request: &[u8]) -> String {
