@@ -416,3 +416,54 @@ fn logs_have_no_colour_off_a_terminal_and_can_be_json() {
     }
     assert!(lines.iter().any(|l| l.contains("\"level\":\"WARN\"")));
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_outlasts_the_drain() {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/slotproxy.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        value("ExecStart"),
+        "/usr/local/bin/slotproxy serve --config /etc/slotproxy/slotproxy.toml"
+    );
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    let stop: u64 = value("TimeoutStopSec").parse().unwrap();
+    let grace = slotproxy::config::Config::default().shutdown_grace;
+    assert!(
+        stop > grace.as_secs(),
+        "the stop timeout must outlast the drain"
+    );
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+    ] {
+        assert_eq!(value(key), want);
+    }
+    // systemd-analyze checks the unit against the binary built here (.ci/run installs it).
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    assert!(
+        analyze.is_ok(),
+        "systemd-analyze not found: install systemd (apt-get install systemd)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("slotproxy.service");
+    std::fs::write(
+        &local,
+        unit.replace("/usr/local/bin/slotproxy", env!("CARGO_BIN_EXE_slotproxy")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
