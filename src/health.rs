@@ -276,3 +276,52 @@ pub async fn probe(refresher: Arc<Refresher>, config: Arc<ArcSwap<Config>>) {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::NoEvents;
+
+    #[test]
+    fn a_node_error_is_kept_until_a_connection_opens() {
+        let health = Health::new();
+        let events = health.observe(Arc::new(NoEvents));
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let auth = ConnectError::Auth("WRONGPASS invalid username-password pair".into());
+        events.connect_failed(addr, &auth);
+        events.failed(addr, BackendError::Auth);
+        let why = health.node_error(addr).unwrap();
+        assert_eq!(
+            why,
+            "node refused the proxy's credentials: WRONGPASS invalid username-password pair"
+        );
+        events.connected(addr, false);
+        assert!(health.node_error(addr).is_some(), "a close is no recovery");
+        events.connected(addr, true);
+        assert_eq!(health.node_error(addr), None);
+        events.failed(addr, BackendError::Connect);
+        assert_eq!(
+            health.node_error(addr).unwrap(),
+            "could not connect to node"
+        );
+    }
+
+    #[test]
+    fn not_ready_while_draining_or_a_condition_holds_and_says_why_in_one_line() {
+        let health = Health::new();
+        let config = Config::default();
+        assert_eq!(
+            health.report(&config).ready(),
+            Err("no topology loaded yet".into())
+        );
+        health.set_condition("tls", Some("certificate expired".into()));
+        health.set_draining();
+        assert_eq!(
+            health.report(&config).ready(),
+            Err("shutting down (and 2 more)".into())
+        );
+        health.set_condition("tls", None);
+        let r = health.report(&config);
+        assert_eq!(r.problems, vec!["shutting down", "no topology loaded yet"]);
+    }
+}

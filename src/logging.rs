@@ -1,7 +1,7 @@
 //! Logging: the `tracing` subscriber the binary installs, its level (changeable on a reload,
 //! through a `tracing_subscriber::reload` layer) and its two formats: `text` (colours only when
-//! stderr... stdout is a terminal, so files and pipes get no ANSI codes) and `json` (one object a
-//! line).
+//! stdout, where logs go, is a terminal, so files and pipes get no ANSI codes) and `json` (one
+//! object a line).
 //!
 //! The JSON formatter is our own ~60 lines instead of tracing-subscriber's `json` feature: that
 //! feature pulls `tracing-serde` and `serde_json` into the binary for what is a handful of
