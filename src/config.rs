@@ -1,6 +1,7 @@
 //! Configuration: the TOML file (`--config`), `SLOTPROXY_*` environment variables and flags,
 //! merged as flag > env > file > default, then validated. The security settings (users,
 //! credentials and TLS) have their types in [`security`].
+pub use crate::logging::LogFormat;
 use crate::router::ReadFrom;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub struct Config {
     pub seeds: Vec<String>,
     pub read_from: ReadFrom,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub metrics_listen: Option<String>,
     /// The default user's password (`AUTH password`).
     pub password: Option<Secret>,
@@ -43,6 +45,8 @@ pub struct Config {
     pub max_pipeline: usize,
     pub worker_threads: usize,
     pub runtime: RuntimeShape,
+    /// On SIGTERM/SIGINT: how long clients have to get their replies before they are closed.
+    pub shutdown_grace: Duration,
 }
 
 /// How the proxy uses its threads.
@@ -64,6 +68,7 @@ impl Default for Config {
             seeds: Vec::new(),
             read_from: ReadFrom::Master,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             metrics_listen: None,
             password: None,
             users: Vec::new(),
@@ -82,6 +87,7 @@ impl Default for Config {
             max_pipeline: 1024,
             worker_threads: 0,
             runtime: RuntimeShape::PerCore,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct FileConfig {
     pub seeds: Option<Vec<String>>,
     pub read_from: Option<ReadFrom>,
     pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,
     pub password: Option<Secret>,
     pub users: Option<Vec<UserConfig>>,
@@ -124,6 +131,7 @@ pub struct FileConfig {
     /// 0 = one per core.
     pub worker_threads: Option<usize>,
     pub runtime: Option<RuntimeShape>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
@@ -144,6 +152,9 @@ pub struct ServeArgs {
     /// error, warn, info, debug or trace [default: info]
     #[arg(long, env = "SLOTPROXY_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// text or json (one object a line) [default: text]
+    #[arg(long, value_enum, env = "SLOTPROXY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Address for the Prometheus /metrics, /healthz and /readyz HTTP listener (off if unset)
     #[arg(long, env = "SLOTPROXY_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -203,6 +214,9 @@ pub struct ServeArgs {
     /// per-core (a single-threaded runtime per worker) or work-stealing [default: per-core]
     #[arg(long, value_enum, env = "SLOTPROXY_RUNTIME")]
     pub runtime: Option<RuntimeShape>,
+    /// On SIGTERM/SIGINT, how long clients get to receive their replies, in ms [default: 10000]
+    #[arg(long, env = "SLOTPROXY_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +275,7 @@ impl Config {
                     .clone()
                     .or(file.log_level)
                     .unwrap_or(d.log_level),
+                log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
                 metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
                 password: args.password.clone().map(Secret::new).or(file.password),
                 users: file.users.unwrap_or_default(),
@@ -334,6 +349,11 @@ impl Config {
                     .or(file.worker_threads)
                     .unwrap_or(d.worker_threads),
                 runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
+                shutdown_grace: args
+                    .shutdown_grace_ms
+                    .or(file.shutdown_grace_ms)
+                    .map(ms)
+                    .unwrap_or(d.shutdown_grace),
             };
         config.validate()?;
         Ok(config)

@@ -6,7 +6,11 @@
 //! The file names are the architecture; one request flows top to bottom:
 //!
 //! - [`config`]: TOML config, CLI/env overrides, validation.
-//! - [`server`]: start-up, accept loop, client limit, one [`session`] per client.
+//! - [`server`]: the lifecycle: start-up, accept loop, client limit, one [`session`] per
+//!   client, signals, drain.
+//! - [`reload`]: SIGHUP: re-read, validate and swap the configuration; reload hooks.
+//! - [`health`]: what the proxy can reach now, over all workers (`/readyz`, cluster gauges).
+//! - [`logging`]: the log subscriber: level reload, text or JSON lines.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
 //!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
@@ -46,12 +50,15 @@ pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod forward;
+pub mod health;
 pub mod local;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod pubsub;
 pub mod redirect;
+pub mod reload;
 pub mod reply_queue;
 pub mod router;
 pub mod server;

@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => Config::resolve(&args)
             .map_err(anyhow::Error::from)
-            .and_then(serve),
+            .and_then(|config| serve(config, Some(*args))),
         Command::Bootstrap(args) => bootstrap::run_bootstrap(&args),
         Command::Down(args) => bootstrap::run_down(&args),
         Command::Up(args) => up(args),
@@ -77,14 +77,13 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         config.listen,
         config.listen.rsplit(':').next().unwrap_or("")
     );
-    serve(config)
+    serve(config, None)
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let level: tracing::Level = config.log_level.parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .init();
-    slotproxy::server::run(config)
+/// Runs the proxy; `args` (the flags and environment it started with) are what a SIGHUP
+/// re-resolves the config file under.
+fn serve(config: Config, args: Option<ServeArgs>) -> anyhow::Result<()> {
+    let log = slotproxy::logging::init(&config.log_level, config.log_format)?;
+    let reloader = slotproxy::reload::Reloader::new(args, Some(log));
+    slotproxy::server::run(config, reloader)
 }

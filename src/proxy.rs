@@ -3,13 +3,18 @@
 //!
 //! The configuration is immutable and swapped whole (`ArcSwap`), shared by every worker: a
 //! reload stores a new one, and each request reads the current one lock-free.
+//!
+//! Each worker's `Proxy` also carries its drain signal: when the worker stops accepting,
+//! sessions stop reading new requests ([`Proxy::draining`]) and, at the deadline, are closed
+//! ([`Proxy::closing`]).
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +27,32 @@ pub struct Proxy {
     pub metrics: Option<Arc<Metrics>>,
     counters: Arc<Counters>,
     spread: AtomicU64,
+    /// Process-wide health (shared by every worker).
+    pub health: Arc<Health>,
+    drain: Signal,
+    close: Signal,
+}
+
+/// A one-way, per-worker flag that tasks can wait for.
+#[derive(Default)]
+struct Signal {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Signal {
+    fn raise(&self) {
+        self.set.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.set.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await
+    }
 }
 
 /// Process-wide counters, shared by every worker's `Proxy`: client ids stay unique and the
@@ -43,6 +74,8 @@ impl Default for Counters {
 
 impl Proxy {
     pub fn new(config: Config, refresher: Arc<Refresher>, commands: Arc<CommandTable>) -> Proxy {
+        let health = Health::new();
+        health.add_worker(refresher.clone());
         Proxy {
             config: Arc::new(ArcSwap::from_pointee(config)),
             refresher,
@@ -51,7 +84,38 @@ impl Proxy {
             metrics: None,
             counters: Arc::new(Counters::default()),
             spread: AtomicU64::new(0),
+            health,
+            drain: Signal::default(),
+            close: Signal::default(),
         }
+    }
+
+    /// Shares `health` with the other workers' proxies.
+    pub fn with_health(mut self, health: Arc<Health>) -> Proxy {
+        self.health = health;
+        self
+    }
+
+    /// This worker stops taking requests: sessions finish what they read, then close.
+    pub fn begin_drain(&self) {
+        self.drain.raise();
+    }
+
+    /// Resolves once this worker drains: a session waiting for its client's next request
+    /// stops reading (what it read is still answered).
+    pub async fn draining(&self) {
+        self.drain.wait().await
+    }
+
+    /// The drain deadline passed: every session still open is closed.
+    pub fn close_sessions(&self) {
+        self.drain.raise();
+        self.close.raise();
+    }
+
+    /// Resolves once the drain deadline passes.
+    pub async fn closing(&self) {
+        self.close.wait().await
     }
 
     /// Shares `config` with the other workers' proxies: a reload reaches them all.

@@ -1,5 +1,9 @@
-//! Starting the proxy: load the command table, start the topology refresher, accept clients
-//! (under the client limit) and spawn one session each; stop on SIGINT/SIGTERM.
+//! The proxy's lifecycle: start-up (command table, one refresher, pool and health probe per
+//! worker, listeners; any worker's setup error stops the process with exit code 1), the
+//! accept loop ([`serve`], [`spawn_client`]: one session per client, under the client limit),
+//! signals (SIGHUP reloads through [`crate::reload`]; SIGTERM/SIGINT drain; a second one exits
+//! at once) and the drain: `/readyz` turns 503, the listener closes, sessions answer what they
+//! have read and close, and those still open at `shutdown_grace` are closed.
 use crate::backend::conn::ConnOptions;
 use crate::backend::connector::Connector;
 use crate::backend::pool::Pool;
@@ -7,17 +11,20 @@ use crate::backend::{control, ConnEvents, NoEvents};
 use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
 use crate::config::Config;
 use crate::config::RuntimeShape;
+use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::protocol::command::CommandTable;
 use crate::protocol::reply::{self, Proto};
 use crate::proxy::{Counters, Proxy};
+use crate::reload::Reloader;
 use crate::tls::ServerTls;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// What every worker shares: the command table, metrics and process-wide counters.
+/// What every worker shares: the configuration, the command table, metrics, process-wide
+/// counters, health, and the reloader (whose hooks are the reloadable parts).
 #[derive(Clone)]
 pub struct Shared {
     pub config: Arc<arc_swap::ArcSwap<Config>>,
@@ -28,6 +35,8 @@ pub struct Shared {
     pub commands: Arc<CommandTable>,
     pub metrics: Option<Arc<Metrics>>,
     pub counters: Arc<Counters>,
+    pub health: Arc<Health>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// Loads the command table (from the cluster, else the shipped one) and builds the metrics.
@@ -58,6 +67,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
         commands,
         metrics,
         counters: Arc::new(Counters::default()),
+        health: Health::new(),
+        reloader: Arc::new(Reloader::default()),
     })
 }
 
@@ -70,6 +81,7 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
         Some(m) => m.observe(events, observer),
         None => (events, observer),
     };
+    let events = shared.health.observe(events);
     let opts = ConnOptions {
         proto: Proto::Resp2,
         timeout: Some(config.command_timeout),
@@ -82,18 +94,19 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
         debounce: Duration::from_millis(100),
         query_timeout: config.connect_timeout.max(Duration::from_secs(1)),
     };
-    let refresher = Arc::new(Refresher::new(
-        pool,
-        config.seeds.clone(),
-        refresh,
-        observer,
-    ));
+    let refresher = Arc::new(
+        Refresher::new(pool, config.seeds.clone(), refresh, observer)
+            .with_config(shared.config.clone()),
+    );
     tokio::spawn(refresher.clone().run());
+    tokio::spawn(health::probe(refresher.clone(), shared.config.clone()));
+    shared.health.add_worker(refresher.clone());
     Arc::new(
         Proxy::new(config, refresher, shared.commands.clone())
             .with_config(shared.config.clone())
             .with_metrics(shared.metrics.clone())
-            .with_counters(shared.counters.clone()),
+            .with_counters(shared.counters.clone())
+            .with_health(shared.health.clone()),
     )
 }
 
@@ -133,12 +146,44 @@ async fn load_commands(config: &Config, connector: &Connector) -> CommandTable {
     CommandTable::fallback()
 }
 
-/// Accepts clients on `listener` until the process is asked to stop.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
+/// What an accept loop takes clients from: the plain TCP listener here; a TLS listener can
+/// yield its TCP streams too and do its handshake in the spawned task.
+pub trait Listener: Send {
+    type Stream: Send + 'static;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept(&self) -> std::io::Result<TcpStream> {
+        TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+/// Accepts clients on `listener` until `shutdown` resolves, then drains: the listener closes,
+/// `/readyz` turns 503, sessions answer what they have read and close, and whatever is still
+/// open at the `shutdown_grace` deadline (blocked clients, subscribers) is closed.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    accept_loop(&proxy, listener, spawn_client, shutdown).await;
+    drain(&proxy).await;
+    Ok(())
+}
+
+/// Takes clients from `listener` and hands each to `spawn` until `shutdown` resolves; the
+/// listener is closed when this returns.
+pub async fn accept_loop<L: Listener>(
+    proxy: &Arc<Proxy>,
+    listener: L,
+    spawn: impl Fn(&Arc<Proxy>, L::Stream),
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
-        let (mut stream, _) = tokio::select! {
+        let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -148,24 +193,56 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) -> anyhow::Result<(
                     continue;
                 }
             },
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                return Ok(());
-            }
+            _ = &mut shutdown => return,
         };
-        if !proxy.admit_client() {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(&reply::error("ERR max number of clients reached"))
-                    .await;
-            });
-            continue;
-        }
-        let slot = ClientSlot(proxy.clone());
+        spawn(proxy, stream);
+    }
+}
+
+/// Serves one accepted client in its own task, under the client limit; the session ends when
+/// the client leaves, or when the drain deadline closes it.
+pub fn spawn_client(proxy: &Arc<Proxy>, mut stream: TcpStream) {
+    if !proxy.admit_client() {
         tokio::spawn(async move {
-            crate::session::run(slot.0.clone(), stream).await;
-            drop(slot);
+            let _ = stream
+                .write_all(&reply::error("ERR max number of clients reached"))
+                .await;
         });
+        return;
+    }
+    let slot = ClientSlot(proxy.clone());
+    tokio::spawn(async move {
+        let proxy = slot.0.clone();
+        tokio::select! {
+            _ = crate::session::run(proxy.clone(), stream) => {}
+            _ = proxy.closing() => {}
+        }
+        drop(slot);
+    });
+}
+
+/// Stops this worker's sessions: they stop reading new requests at once, and those still open
+/// at the `shutdown_grace` deadline are closed.
+async fn drain(proxy: &Proxy) {
+    proxy.health.set_draining();
+    proxy.begin_drain();
+    let grace = proxy.config().shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    while proxy.connected_clients() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = proxy.connected_clients();
+    if left > 0 {
+        tracing::info!(
+            "drain deadline ({} ms) reached: closing {left} client connections",
+            grace.as_millis()
+        );
+    }
+    proxy.close_sessions();
+    // The closed sessions' tasks end at their next poll; give them that.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(1);
+    while proxy.connected_clients() > 0 && tokio::time::Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -177,21 +254,6 @@ impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.0.release_client();
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Binds the client listener. With `reuse_port`, several workers can bind the same address
@@ -237,32 +299,37 @@ struct Listeners {
     tls: Option<TcpListener>,
 }
 
+/// The bound addresses (plain, TLS), for the other workers to join.
+type Bound = (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>);
+
 impl Listeners {
-    fn bind(config: &Config, reuse_port: bool, first: bool) -> anyhow::Result<Listeners> {
-        let plain = match config.listen.as_str() {
+    fn bind(
+        listen: &str,
+        tls_listen: Option<&str>,
+        reuse_port: bool,
+        first: bool,
+    ) -> anyhow::Result<Listeners> {
+        let plain = match listen {
             crate::config::LISTEN_OFF => None,
             addr => Some(bind(addr, reuse_port, first)?),
         };
-        let tls = match &config.tls {
-            Some(t) => Some(
-                bind(&t.listen, reuse_port, first)
-                    .map_err(|e| anyhow::anyhow!("{e:#} (tls_listen)"))?,
+        let tls = match tls_listen {
+            Some(addr) => Some(
+                bind(addr, reuse_port, first).map_err(|e| anyhow::anyhow!("{e:#} (tls_listen)"))?,
             ),
             None => None,
         };
         Ok(Listeners { plain, tls })
     }
 
-    /// The bound addresses (plain, TLS), for the other workers to join.
-    fn addrs(
-        &self,
-    ) -> std::io::Result<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
+    fn addrs(&self) -> std::io::Result<Bound> {
         Ok((
             self.plain.as_ref().map(|l| l.local_addr()).transpose()?,
             self.tls.as_ref().map(|l| l.local_addr()).transpose()?,
         ))
     }
 
+    /// The `ready` line (on the plain address, else the TLS one) and a `tls` line.
     fn announce(&self, covered: usize) -> std::io::Result<()> {
         let (plain, tls) = self.addrs()?;
         if let Some(t) = tls {
@@ -275,25 +342,36 @@ impl Listeners {
         Ok(())
     }
 
-    /// Serves both listeners until shutdown.
-    async fn serve(self, proxy: Arc<Proxy>, shared: &Shared) -> anyhow::Result<()> {
-        if let (Some(l), Some(tls)) = (self.tls, shared.tls.clone()) {
-            let tls_proxy = proxy.clone();
-            let serving = crate::tls_listener::serve(tls_proxy, l, tls, shutdown_signal());
-            match self.plain {
-                Some(_) => {
-                    tokio::spawn(serving);
-                }
-                None => {
-                    serving.await;
-                    return Ok(());
-                }
+    /// Accepts on both listeners until `stop` says so, then drains.
+    async fn serve(
+        self,
+        proxy: Arc<Proxy>,
+        tls: Option<Arc<ServerTls>>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let tls_loop = async {
+            if let (Some(listener), Some(tls)) = (self.tls, tls) {
+                let listener = crate::tls_listener::TlsListener { listener, tls };
+                accept_loop(
+                    &proxy,
+                    listener,
+                    crate::tls_listener::spawn_client,
+                    stopped(stop.clone()),
+                )
+                .await;
             }
-        }
-        match self.plain {
-            Some(l) => serve(proxy, l).await,
-            None => Ok(()),
-        }
+        };
+        let plain_loop = async {
+            if let Some(listener) = self.plain {
+                accept_loop(&proxy, listener, spawn_client, stopped(stop.clone())).await;
+            }
+        };
+        tokio::join!(tls_loop, plain_loop);
+        drain(&proxy).await;
+        Ok(())
     }
 }
 
@@ -330,30 +408,157 @@ async fn start_metrics(config: &Config, proxy: &Arc<Proxy>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Runs the proxy until stopped, in the configured runtime shape. Prints one `ready` line on
-/// stdout once every listener is bound and (within a short wait) the topology is known.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the proxy until stopped, in the configured runtime shape: SIGHUP reloads the
+/// configuration, SIGTERM or SIGINT drains (a second one exits at once). Prints one `ready`
+/// line on stdout once every listener is bound and (within a short wait) the topology is known.
+/// A worker that cannot start (a listener that cannot bind, ...) stops the others and makes this
+/// return its error.
+pub fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let threads = match config.worker_threads {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n => n,
     };
-    match config.runtime {
-        RuntimeShape::WorkStealing => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let listeners = Listeners::bind(&config, false, true)?;
-                let shared = prepare(&config).await?;
-                let proxy = worker(config.clone(), &shared);
-                start_metrics(&config, &proxy).await?;
-                listeners.announce(await_topology(&proxy).await)?;
-                listeners.serve(proxy, &shared).await
-            }),
-        RuntimeShape::PerCore => run_per_core(config, threads),
+    // The control runtime (this thread) owns the signals: registered first, so that a signal
+    // during start-up is handled (after it) rather than killing the process.
+    let control = current_thread_runtime()?;
+    let mut signals = {
+        let _enter = control.enter();
+        Signals::new()?
+    };
+    let mut shared = control.block_on(prepare(&config))?;
+    shared.reloader = Arc::new(reloader);
+    add_tls_reload(&shared);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shapes: Vec<(usize, bool)> = match config.runtime {
+        RuntimeShape::WorkStealing => vec![(threads, false)],
+        RuntimeShape::PerCore => (0..threads).map(|_| (1, true)).collect(),
+    };
+    let workers = shapes.len();
+    let loaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    let mut addr = config.listen.clone();
+    let mut tls_addr = config.tls.as_ref().map(|t| t.listen.clone());
+    let mut failed: Option<anyhow::Error> = None;
+    for (i, (runtime_threads, reuse_port)) in shapes.into_iter().enumerate() {
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let start = WorkerStart {
+            index: i,
+            workers,
+            runtime_threads,
+            reuse_port,
+            listen: addr.clone(),
+            tls_listen: tls_addr.clone(),
+            config: config.clone(),
+            shared: shared.clone(),
+            stop: stop_rx.clone(),
+            loaded: loaded.clone(),
+        };
+        let done_tx = done_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("slotproxy-{i}"))
+            .spawn(move || {
+                let result = start.run(bound_tx);
+                let _ = done_tx.send(result);
+            })?;
+        handles.push(handle);
+        // Wait for this worker's bind before starting the next, so they share one address. A
+        // worker that ends without saying (a panic) counts as a failed start.
+        match bound_rx.recv() {
+            Ok(Ok((plain, tls))) => {
+                if let Some(a) = plain {
+                    addr = a.to_string();
+                }
+                if let Some(a) = tls {
+                    tls_addr = Some(a.to_string());
+                }
+            }
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("worker {i} ended during start-up")),
+        }
+        if failed.is_some() {
+            break;
+        }
     }
+    drop(done_tx);
+    let started = handles.len();
+    if failed.is_some() {
+        let _ = stop_tx.send(true);
+    }
+    control.block_on(async {
+        let mut running = started;
+        let mut stopping = failed.is_some();
+        while running > 0 {
+            tokio::select! {
+                _ = signals.hup.recv() => {
+                    let _ = shared.reloader.reload(&shared.config);
+                }
+                _ = signals.stop.recv() => {
+                    if stopping {
+                        eprintln!("slotproxy: second stop signal: exiting now");
+                        std::process::exit(1);
+                    }
+                    stopping = true;
+                    tracing::info!(
+                        "stop signal: draining (at most {} ms; a second signal exits at once)",
+                        shared.config.load().shutdown_grace.as_millis()
+                    );
+                    shared.health.set_draining();
+                    let _ = stop_tx.send(true);
+                }
+                done = done_rx.recv() => {
+                    let Some(result) = done else { break };
+                    running -= 1;
+                    if let Err(e) = result {
+                        if !stopping {
+                            tracing::error!("a worker stopped: {e:#}; stopping the others");
+                        }
+                        failed.get_or_insert(e);
+                        stopping = true;
+                        shared.health.set_draining();
+                        let _ = stop_tx.send(true);
+                    }
+                }
+            }
+        }
+    });
+    for h in handles {
+        let _ = h.join();
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// On reload, the client listener's certificate and the node connector (credentials, TLS files)
+/// are rebuilt from the new configuration; both are built before either is swapped, so a bad
+/// file refuses the reload and changes nothing. Open connections keep what they were opened with.
+fn add_tls_reload(shared: &Shared) {
+    let connector = shared.connector.clone();
+    let listener = shared.tls.clone();
+    shared.reloader.add_hook(
+        "tls and node credentials",
+        Box::new(move |config: &Config| {
+            let server = match (&listener, &config.tls) {
+                (Some(_), Some(t)) => {
+                    Some(crate::tls::server_config(t).map_err(|e| e.to_string())?)
+                }
+                _ => None,
+            };
+            connector.reload(config).map_err(|e| e.to_string())?;
+            if let (Some(listener), Some(server)) = (&listener, server) {
+                listener.store(server);
+                tracing::info!("TLS certificate reloaded for new client connections");
+            }
+            Ok(())
+        }),
+    );
 }
 
 fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -362,72 +567,133 @@ fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// One single-threaded runtime per worker. Worker 0 binds first (so `--listen :0` resolves to
-/// one port), the others join its address with SO_REUSEPORT; worker 0 also serves metrics.
-fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
-    let shared = current_thread_runtime()?.block_on(prepare(&config))?;
-    type Bound = (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>);
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<Bound>>();
-    let mut handles = Vec::new();
-    let mut addr = config.listen.clone();
-    let mut tls_addr = config.tls.as_ref().map(|t| t.listen.clone());
-    // The worker that finds every worker's topology loaded announces readiness.
-    let loaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for i in 0..threads {
-        let mut config = config.clone();
-        config.listen = addr.clone();
-        if let (Some(t), Some(a)) = (config.tls.as_mut(), &tls_addr) {
-            t.listen = a.clone();
+/// SIGHUP (`hup`), and SIGTERM/SIGINT (`stop`), registered when made.
+struct Signals {
+    hup: Hangup,
+    stop: Stop,
+}
+
+#[cfg(unix)]
+struct Hangup(tokio::signal::unix::Signal);
+#[cfg(unix)]
+struct Stop(tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+#[cfg(not(unix))]
+struct Hangup;
+#[cfg(not(unix))]
+struct Stop;
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: Hangup(signal(SignalKind::hangup())?),
+            stop: Stop(
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: Hangup,
+            stop: Stop,
+        })
+    }
+}
+
+impl Hangup {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.0.recv().await;
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Stop {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.0.recv() => {}
+            _ = self.1.recv() => {}
         }
-        let shared = shared.clone();
-        let bound_tx = bound_tx.clone();
-        let loaded = loaded.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("slotproxy-{i}"))
-            .spawn(move || {
-                let result = current_thread_runtime()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            let listeners = match Listeners::bind(&config, true, i == 0) {
-                                Ok(l) => l,
-                                Err(e) => {
-                                    let _ = bound_tx.send(Err(anyhow::anyhow!("{e:#}")));
-                                    return Ok(());
-                                }
-                            };
-                            let proxy = worker(config.clone(), &shared);
-                            if i == 0 {
-                                start_metrics(&config, &proxy).await?;
-                            }
-                            let _ = bound_tx.send(Ok(listeners.addrs()?));
-                            let covered = await_topology(&proxy).await;
-                            if loaded.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
-                                == threads
-                            {
-                                listeners.announce(covered)?;
-                            }
-                            listeners.serve(proxy, &shared).await
-                        })
-                    });
-                if let Err(e) = &result {
-                    eprintln!("slotproxy: worker {i}: {e:#}");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What one worker thread needs to start: its runtime shape, its listener and the shared parts.
+struct WorkerStart {
+    index: usize,
+    workers: usize,
+    runtime_threads: usize,
+    reuse_port: bool,
+    listen: String,
+    tls_listen: Option<String>,
+    config: Config,
+    shared: Shared,
+    stop: tokio::sync::watch::Receiver<bool>,
+    loaded: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WorkerStart {
+    /// Runs the worker to its end. Its bound address, or why it could not start, goes on
+    /// `bound` first: the first worker binds alone (so `--listen :0` resolves to one port), the
+    /// others join its address with SO_REUSEPORT; the first also serves metrics.
+    fn run(self, bound: std::sync::mpsc::Sender<anyhow::Result<Bound>>) -> anyhow::Result<()> {
+        let runtime = if self.runtime_threads > 1 || !self.reuse_port {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(self.runtime_threads.max(1))
+                .enable_all()
+                .build()
+        } else {
+            current_thread_runtime()
+        };
+        let runtime = match runtime {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = bound.send(Err(e.into()));
+                return Ok(());
+            }
+        };
+        let i = self.index;
+        runtime.block_on(async move {
+            let setup = async {
+                let listeners = Listeners::bind(
+                    &self.listen,
+                    self.tls_listen.as_deref(),
+                    self.reuse_port,
+                    i == 0,
+                )?;
+                let proxy = worker(self.config.clone(), &self.shared);
+                if i == 0 {
+                    start_metrics(&self.config, &proxy).await?;
                 }
-                result
-            })?;
-        handles.push(handle);
-        // Wait for this worker's bind before starting the next, so they share one address.
-        let (plain, tls) = bound_rx.recv()??;
-        if let Some(a) = plain {
-            addr = a.to_string();
-        }
-        if let Some(a) = tls {
-            tls_addr = Some(a.to_string());
-        }
+                anyhow::Ok((listeners, proxy))
+            };
+            let (listeners, proxy) = match setup.await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let _ = bound.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = bound.send(Ok(listeners.addrs()?));
+            let covered = await_topology(&proxy).await;
+            if self
+                .loaded
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1
+                == self.workers
+            {
+                listeners.announce(covered)?;
+            }
+            listeners
+                .serve(proxy, self.shared.tls.clone(), self.stop)
+                .await
+        })
     }
-    for h in handles {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
-    }
-    Ok(())
 }

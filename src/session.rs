@@ -179,13 +179,32 @@ impl Reader {
         // every complete request is cut off it, so an idle client holds none (4 KiB less per
         // idle connection), while a busy one keeps reading into the same buffer.
         let mut buf = BytesMut::new();
+        // Shutdown: a client waiting for its next request stops being read (what it sent is
+        // answered, then the connection closes); a subscriber stays until the drain deadline.
+        let proxy = self.proxy.clone();
+        let drain = proxy.draining();
+        tokio::pin!(drain);
+        let mut draining = false;
         loop {
-            let ready = match idle {
-                Some(t) => match tokio::time::timeout(t, read.readable()).await {
-                    Ok(r) => r,
-                    Err(_) => return, // idle too long: Redis closes silently too
+            let readable = async {
+                match idle {
+                    Some(t) => tokio::time::timeout(t, read.readable()).await.ok(),
+                    None => Some(read.readable().await),
+                }
+            };
+            let ready = tokio::select! {
+                biased;
+                r = readable => match r {
+                    Some(r) => r,
+                    None => return, // idle too long: Redis closes silently too
                 },
-                None => read.readable().await,
+                _ = &mut drain, if !draining => {
+                    draining = true;
+                    if self.sub.is_none() {
+                        return;
+                    }
+                    continue;
+                }
             };
             if ready.is_err() {
                 return;

@@ -148,8 +148,13 @@ impl ServerTls {
 
     /// Re-reads the files; on error the current certificate stays.
     pub fn reload(&self, tls: &ClientTls) -> Result<(), TlsError> {
-        self.current.store(server_config(tls)?);
+        self.store(server_config(tls)?);
         Ok(())
+    }
+
+    /// Uses `config` for connections accepted from now on.
+    pub fn store(&self, config: Arc<ServerConfig>) {
+        self.current.store(config);
     }
 }
 

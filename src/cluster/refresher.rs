@@ -2,9 +2,14 @@
 //! timer, soon after a `-MOVED` or a backend failure (debounced), and swaps the new view in with
 //! one atomic store. A view whose config epoch is lower than the current one is stale (it came
 //! from a node that missed a failover) and never replaces it; the next node is asked instead.
+//!
+//! Seeds and the refresh interval are read from the live configuration when one is attached
+//! ([`Refresher::with_config`]), so a reload changes them. Logs: INFO only when the view
+//! changes; one WARN when refreshes start failing, one line when they work again.
 use super::topology::Topology;
 use crate::backend::control;
 use crate::backend::pool::{NodeBackend, Pool};
+use crate::config::Config;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +118,10 @@ pub struct Refresher {
     wake: Notify,
     pending: AtomicU64,
     observer: Box<dyn RefreshObserver>,
-    last_success_unix: AtomicU64,
+    /// Unix time in milliseconds of the last refresh that reached a node (0 = never).
+    last_success_ms: AtomicU64,
+    /// The live configuration (seeds, interval), when attached.
+    config: Option<Arc<ArcSwap<Config>>>,
     /// (a node refused the proxy, why): see [`Self::last_failure`].
     last_failure: std::sync::Mutex<Option<(bool, String)>>,
 }
@@ -133,8 +141,29 @@ impl Refresher {
             wake: Notify::new(),
             pending: AtomicU64::new(0),
             observer,
-            last_success_unix: AtomicU64::new(0),
+            last_success_ms: AtomicU64::new(0),
+            config: None,
             last_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Reads seeds and the refresh interval from `config` at each use, so a reload changes them.
+    pub fn with_config(mut self, config: Arc<ArcSwap<Config>>) -> Refresher {
+        self.config = Some(config);
+        self
+    }
+
+    fn seeds(&self) -> Vec<String> {
+        match &self.config {
+            Some(c) => c.load().seeds.clone(),
+            None => self.seeds.clone(),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        match &self.config {
+            Some(c) => c.load().refresh_interval,
+            None => self.opts.interval,
         }
     }
 
@@ -177,7 +206,15 @@ impl Refresher {
 
     /// Unix time of the last refresh that reached a node (0 = never).
     pub fn last_success_unix(&self) -> u64 {
-        self.last_success_unix.load(Ordering::Relaxed)
+        self.last_success_ms.load(Ordering::Relaxed) / 1000
+    }
+
+    /// How long ago the last refresh reached a node (`None`: never).
+    pub fn last_success_age(&self) -> Option<Duration> {
+        match self.last_success_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(unix_ms().saturating_sub(ms))),
+        }
     }
 
     /// The refresh loop; runs for the life of the proxy.
@@ -189,7 +226,7 @@ impl Refresher {
             // Until a full view is known, keep trying often; then on the timer or when poked.
             let covered = self.view().topology.slots_covered() == super::slot::SLOT_COUNT;
             let wait = if covered {
-                self.opts.interval
+                self.interval()
             } else {
                 self.opts.debounce.max(Duration::from_millis(200))
             };
@@ -227,7 +264,7 @@ impl Refresher {
                     .map(|n| n.addr),
             );
         }
-        for seed in &self.seeds {
+        for seed in &self.seeds() {
             if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
                 candidates.extend(addrs);
             }
@@ -260,13 +297,7 @@ impl Refresher {
                 outcome = Outcome::Stale;
                 continue;
             }
-            self.last_success_unix.store(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-                Ordering::Relaxed,
-            );
+            self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
             if topology.same_layout(&current.topology) {
                 outcome = Outcome::Unchanged;
                 break;
@@ -348,4 +379,11 @@ impl Refresher {
             None
         })
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -258,9 +258,28 @@ impl Topology {
         self.nodes.iter().position(|n| n.addr == addr)
     }
 
-    /// Same slot ownership, roles and health as `other` (used to skip needless swaps).
+    /// Same slot ownership, roles and health as `other` (used to skip needless swaps). Each
+    /// node lists the cluster in its own order, so nodes are matched by id, not by position:
+    /// comparing positions made every refresh that asked another node look like a change.
     pub fn same_layout(&self, other: &Topology) -> bool {
-        self.nodes == other.nodes && self.slot_owner == other.slot_owner
+        if self.nodes.len() != other.nodes.len() {
+            return false;
+        }
+        // For each of our node indices, the same node's index in `other`.
+        let mut to_other = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            match other.nodes.iter().position(|o| o.id == n.id) {
+                Some(i) if other.nodes[i] == *n => to_other.push(i as u16),
+                _ => return false,
+            }
+        }
+        self.slot_owner
+            .iter()
+            .zip(other.slot_owner.iter())
+            .all(|(&mine, &theirs)| match mine {
+                NO_NODE => theirs == NO_NODE,
+                i => to_other[i as usize] == theirs,
+            })
     }
 }
 
@@ -279,6 +298,19 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
 
     fn q() -> SocketAddr {
         "127.0.0.1:30001".parse().unwrap()
+    }
+
+    #[test]
+    fn the_same_cluster_listed_in_another_order_is_the_same_layout() {
+        let t = Topology::from_cluster_nodes(NODES, q()).unwrap();
+        let reversed: String = NODES.lines().rev().map(|l| format!("{l}\n")).collect();
+        let r = Topology::from_cluster_nodes(&reversed, q()).unwrap();
+        assert!(t.same_layout(&r) && r.same_layout(&t));
+        let moved = NODES
+            .replace("0-5460", "0-5459")
+            .replace(" 5461-10922", " 5460-10922");
+        let m = Topology::from_cluster_nodes(&moved, q()).unwrap();
+        assert!(!t.same_layout(&m), "a slot changed hands");
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The metrics HTTP listener: `/metrics` (Prometheus text format), `/healthz` (200 while the
-//! process serves) and `/readyz` (200 only while the loaded topology covers all 16384 slots,
-//! else 503). A deliberately small HTTP/1.1 responder on tokio, enough for Prometheus,
+//! process serves) and `/readyz` (200 while [`crate::health`] finds every slot's master
+//! reachable, the topology fresh and the proxy not shutting down; else 503 with the reason). A deliberately small HTTP/1.1 responder on tokio, enough for Prometheus,
 //! load balancers and curl: `GET` only, one request per connection (`Connection: close`), a
 //! bounded request head read under a deadline, 400/404/405/431 for everything else. A full
 //! HTTP stack would cost more compile time than these three routes are worth.
 use super::Metrics;
-use crate::cluster::slot::SLOT_COUNT;
 use crate::proxy::Proxy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,17 +172,10 @@ fn route(head: &str, proxy: &Proxy, metrics: &Metrics) -> Response {
             body: metrics.render(proxy),
         },
         "/healthz" => text("200 OK", "ok\n"),
-        _ => {
-            let covered = proxy.refresher.view().topology.slots_covered();
-            if covered == SLOT_COUNT {
-                text("200 OK", "ready\n")
-            } else {
-                text(
-                    "503 Service Unavailable",
-                    &format!("not ready: {covered} of {SLOT_COUNT} slots covered\n"),
-                )
-            }
-        }
+        _ => match proxy.health.report(&proxy.config()).ready() {
+            Ok(()) => text("200 OK", "ready\n"),
+            Err(why) => text("503 Service Unavailable", &format!("not ready: {why}\n")),
+        },
     }
 }
 

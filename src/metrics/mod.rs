@@ -220,7 +220,7 @@ impl Metrics {
             }),
             slots_covered: gauge(
                 "slotproxy_cluster_slots_covered",
-                "Hash slots (of 16384) a master serves in the loaded topology.",
+                "Hash slots (of 16384) whose master every worker knows and can reach now.",
             )?,
             config_epoch: gauge(
                 "slotproxy_cluster_config_epoch",
@@ -335,15 +335,11 @@ impl Metrics {
             .set(proxy.connected_clients() as i64);
         self.last_refresh
             .set(proxy.refresher.last_success_unix() as i64);
-        let view = proxy.refresher.view();
-        let t = &view.topology;
-        self.slots_covered.set(t.slots_covered() as i64);
-        self.config_epoch.set(t.epoch() as i64);
-        let mut counts = [[0i64; 2]; 2];
-        for n in t.nodes() {
-            counts[(n.role == Role::Replica) as usize][n.failed as usize] += 1;
-        }
-        for (gauges, counts) in self.cluster_nodes.iter().zip(counts) {
+        // Coverage and node states as health sees them: what every worker can reach now.
+        let report = proxy.health.report(&proxy.config());
+        self.slots_covered.set(report.slots_reachable as i64);
+        self.config_epoch.set(report.epoch as i64);
+        for (gauges, counts) in self.cluster_nodes.iter().zip(report.nodes) {
             for (g, c) in gauges.iter().zip(counts) {
                 g.set(c);
             }
@@ -458,6 +454,10 @@ impl ConnEvents for Events {
     fn failed(&self, addr: SocketAddr, error: BackendError) {
         self.metrics.node(addr).failed(error);
         self.next.failed(addr, error);
+    }
+
+    fn connect_failed(&self, addr: SocketAddr, error: &crate::backend::ConnectError) {
+        self.next.connect_failed(addr, error);
     }
 
     fn node_stats(&self, addr: SocketAddr) -> Option<Arc<NodeStats>> {

@@ -50,6 +50,8 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 const PORT_LOW: u32 = 10_000;
 const PORT_HIGH: u32 = 22_000;
 const BUS_OFFSET: u16 = 10_000;
+// No node port handed out (below PORT_HIGH) can have a bus port past 65535.
+const _: () = assert!(PORT_HIGH + BUS_OFFSET as u32 <= 65_535);
 
 fn next_candidate() -> u16 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
@@ -582,6 +584,31 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (up to `limit`) for the proxy to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` (as `kill -<signal>`) to the proxy.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} failed", self.pid());
     }
 
     /// The proxy's stdout and stderr so far.
