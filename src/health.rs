@@ -162,10 +162,15 @@ impl Health {
             let view = w.view();
             let t = &view.topology;
             report.epoch = report.epoch.max(t.epoch());
+            // Why no node answered, naming one ("127.0.0.1:5001 refused the proxy's
+            // credentials: WRONGPASS ..."), when the refresher knows.
+            let why = w
+                .last_failure()
+                .map_or_else(|| "no node answered CLUSTER NODES".to_string(), |f| f);
             match w.last_success_age() {
-                None => problems.push("no topology loaded yet".into()),
+                None => problems.push(format!("no topology loaded yet: {why}")),
                 Some(age) if age > stale => problems.push(format!(
-                    "topology not refreshed for {} s (no node answered CLUSTER NODES)",
+                    "topology not refreshed for {} s ({why})",
                     age.as_secs()
                 )),
                 Some(_) => {}

@@ -39,7 +39,7 @@ pub enum ConnectError {
     #[error("TLS: {0}")]
     Tls(String),
     /// The node answered the connection's set-up (`AUTH`, `HELLO`) with this error.
-    #[error("authentication failed: {0}")]
+    #[error("refused the proxy's credentials: {0}")]
     Auth(String),
     /// The node answered another set-up command (`READONLY`) with an error.
     #[error("node answered {0}")]

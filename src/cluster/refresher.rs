@@ -96,6 +96,9 @@ impl Outcome {
 /// Observes refreshes (metrics); the default does nothing.
 pub trait RefreshObserver: Send + Sync + 'static {
     fn refreshed(&self, _trigger: Trigger, _outcome: Outcome, _took: Duration, _view: &View) {}
+    /// A control query (`CLUSTER NODES`) to `addr` could not be made: counted like a failed
+    /// backend connection, so a node that refuses the proxy shows before any topology exists.
+    fn control_failed(&self, _addr: SocketAddr, _error: crate::backend::BackendError) {}
 }
 
 pub struct NoObserver;
@@ -184,7 +187,7 @@ impl Refresher {
     }
 
     /// Why the last refresh that reached no node failed, naming a node ("127.0.0.1:5001:
-    /// authentication failed: WRONGPASS ..."); `None` once a refresh succeeds.
+    /// refused the proxy's credentials: WRONGPASS ..."); `None` once a refresh succeeds.
     pub fn last_failure(&self) -> Option<String> {
         self.last_failure
             .lock()
@@ -281,13 +284,14 @@ impl Refresher {
             let topology = match self.fetch(addr).await {
                 Ok(t) => t,
                 Err(Some(e)) => {
+                    self.observer.control_failed(addr, e.kind());
                     let refused = matches!(
                         e,
                         crate::backend::ConnectError::Auth(_)
                             | crate::backend::ConnectError::Tls(_)
                     );
                     if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
-                        failure = Some((refused, format!("{addr}: {e}")));
+                        failure = Some((refused, format!("node {addr}: {e}")));
                     }
                     continue;
                 }

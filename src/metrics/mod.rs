@@ -476,6 +476,11 @@ impl RefreshObserver for Observer {
         self.metrics.refreshed(trigger, outcome, took, view);
         self.next.refreshed(trigger, outcome, took, view);
     }
+
+    fn control_failed(&self, addr: SocketAddr, error: BackendError) {
+        self.metrics.node(addr).failed(error);
+        self.next.control_failed(addr, error);
+    }
 }
 
 #[cfg(test)]
