@@ -166,7 +166,7 @@ impl Health {
             // credentials: WRONGPASS ..."), when the refresher knows.
             let why = w
                 .last_failure()
-                .map_or_else(|| "no node answered CLUSTER NODES".to_string(), |f| f);
+                .unwrap_or_else(|| "no node answered CLUSTER NODES".to_string());
             match w.last_success_age() {
                 None => problems.push(format!("no topology loaded yet: {why}")),
                 Some(age) if age > stale => problems.push(format!(
