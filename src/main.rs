@@ -25,7 +25,7 @@ enum Command {
     /// Stop the nodes `bootstrap --spawn` started (and the proxy `up` started there).
     Down(DownArgs),
     /// Start a local six-node cluster if none is running, then serve in front of it.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
 }
 
 /// `up` takes every `serve` setting (`--config`, `--password`, `--read-from`, ...); the seeds
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
             .and_then(serve),
         Command::Bootstrap(args) => bootstrap::run_bootstrap(&args),
         Command::Down(args) => bootstrap::run_down(&args),
-        Command::Up(args) => up(args),
+        Command::Up(args) => up(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
