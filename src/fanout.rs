@@ -1,38 +1,21 @@
 //! Commands that go to several nodes: multi-key commands whose keys span slots (MGET, MSET, DEL,
 //! UNLINK, EXISTS, TOUCH: one sub-request per slot, since a node refuses keys of two slots in one
-//! request), and commands that concern every master (DBSIZE, KEYS, FLUSHALL, ...). Sub-requests
-//! are sent at once, in parallel; their replies are merged in the client's order.
+//! request), and commands that concern every master (DBSIZE, KEYS, FLUSHALL, PUBSUB NUMSUB, ...).
+//! Sub-requests are sent at once, in parallel; their replies are merged in the client's order.
 use crate::backend::conn::{ReplySink, ReplyTo};
 use crate::cluster::slot::{key_slot, Slot};
 use crate::forward::{route_error, Client, Forward};
 use crate::protocol::command::SplitKind;
 use crate::protocol::framer::Request;
-use crate::protocol::reply::{self, parse_integer, put_array_header, put_bulk};
+use crate::protocol::reply::{self, put_array_header, put_bulk};
 use crate::protocol::reply_framer::split_array;
 use crate::proxy::Proxy;
 use crate::router::RouteError;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
-/// How sub-replies become the client's reply.
-#[derive(Debug)]
-pub enum Merge {
-    /// MGET: part i's reply holds the values of `split`'s part i's keys.
-    Mget { split: Split, total: usize },
-    /// Every part must answer `+OK` (MSET, FLUSHALL, SCRIPT FLUSH, ...).
-    AllOk,
-    /// Integer replies summed (DEL, EXISTS, DBSIZE, ...).
-    SumInts,
-    /// Array replies concatenated (KEYS).
-    Concat,
-    /// The first non-null reply (RANDOMKEY).
-    FirstNonNull,
-    /// Every part answers the same; that answer (SCRIPT LOAD, FUNCTION LOAD).
-    Same,
-    /// Arrays of 0/1 integers, and-ed element by element (SCRIPT EXISTS: a script is there
-    /// only if every master has it).
-    AndInts,
-}
+mod merge;
+pub use merge::Merge;
 
 mod gather;
 use gather::Gather;
@@ -243,21 +226,6 @@ pub fn all_masters(
     Fanout::send(proxy, client, parts, false, merge)
 }
 
-/// The merge for an all-masters command, by its lower-case name; `None` if it has no sensible
-/// merge.
-pub fn all_masters_merge(name: &str) -> Option<Merge> {
-    Some(match name {
-        "dbsize" => Merge::SumInts,
-        "keys" => Merge::Concat,
-        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
-        | "function|restore" => Merge::AllOk,
-        "randomkey" => Merge::FirstNonNull,
-        "script|load" | "function|load" => Merge::Same,
-        "script|exists" => Merge::AndInts,
-        _ => return None,
-    })
-}
-
 /// Bits of a client's SCAN cursor that say which master is being scanned; the node's own cursor
 /// is kept in the bits above them.
 const SCAN_MASTER_BITS: u32 = 8;
@@ -354,117 +322,13 @@ impl Fanout {
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
             return err.clone();
         }
-        merge(self.merge, replies, client)
-    }
-}
-
-fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes {
-    let unexpected = || reply::error("ERR slotproxy: unexpected reply from a node while merging");
-    match merge {
-        Merge::Mget { split, total } => {
-            let mut slots: Vec<Option<Bytes>> = vec![None; total];
-            for (reply, part) in replies.iter().zip(split.parts()) {
-                let Some(items) = split_array(reply) else {
-                    return unexpected();
-                };
-                if items.len() != part.keys() {
-                    return unexpected();
-                }
-                for (item, pos) in items.into_iter().zip(split.positions(part)) {
-                    slots[pos as usize] = Some(item);
-                }
-            }
-            let mut out = BytesMut::new();
-            put_array_header(&mut out, total);
-            for item in slots {
-                match item {
-                    Some(b) => out.extend_from_slice(&b),
-                    None => return unexpected(),
-                }
-            }
-            out.freeze()
-        }
-        Merge::AllOk => {
-            if replies.iter().all(|r| &r[..] == reply::OK) {
-                Bytes::from_static(reply::OK)
-            } else {
-                unexpected()
-            }
-        }
-        Merge::SumInts => {
-            let mut sum = 0i64;
-            for r in &replies {
-                match parse_integer(r) {
-                    Some(n) => sum += n,
-                    None => return unexpected(),
-                }
-            }
-            reply::integer(sum)
-        }
-        Merge::Concat => {
-            let mut items = Vec::new();
-            for r in &replies {
-                match split_array(r) {
-                    Some(mut v) => items.append(&mut v),
-                    None => return unexpected(),
-                }
-            }
-            let mut out = BytesMut::new();
-            put_array_header(&mut out, items.len());
-            for i in items {
-                out.extend_from_slice(&i);
-            }
-            out.freeze()
-        }
-        Merge::FirstNonNull => replies
-            .into_iter()
-            .find(|r| !matches!(&r[..], b"$-1\r\n" | b"_\r\n" | b"*-1\r\n"))
-            .unwrap_or_else(|| reply::null(client.proto)),
-        Merge::AndInts => {
-            let mut acc: Option<Vec<bool>> = None;
-            for r in &replies {
-                let Some(items) = split_array(r) else {
-                    return unexpected();
-                };
-                let bits: Vec<bool> = items.iter().map(|i| parse_integer(i) == Some(1)).collect();
-                acc = Some(match acc {
-                    None => bits,
-                    Some(a) if a.len() == bits.len() => {
-                        a.iter().zip(bits).map(|(x, y)| *x && y).collect()
-                    }
-                    Some(_) => return unexpected(),
-                });
-            }
-            let acc = acc.unwrap_or_default();
-            let mut out = BytesMut::new();
-            put_array_header(&mut out, acc.len());
-            for b in acc {
-                reply::put_integer(&mut out, b as i64);
-            }
-            out.freeze()
-        }
-        Merge::Same => {
-            let first = replies.first().cloned().unwrap_or_else(unexpected);
-            if replies.iter().all(|r| *r == first) {
-                first
-            } else {
-                unexpected()
-            }
-        }
+        merge::merge(self.merge, replies, client)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::reply::Proto;
-
-    fn c() -> Client {
-        Client {
-            id: 1,
-            proto: Proto::Resp2,
-        }
-    }
 
     /// Each part as (slot, argument indices it sends after the command name, key positions).
     fn view(split: &Split, keys: &[usize]) -> Vec<(Slot, Vec<u32>, Vec<u32>)> {
@@ -518,63 +382,5 @@ mod tests {
             &b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$4\r\n{a}y\r\n"[..]
         );
         assert!(group_by_slot(&req, SplitKind::Mget, &[]).is_empty());
-    }
-
-    #[test]
-    fn mget_merges_in_client_order() {
-        let req = Request::from_args(&["MGET", "a", "b", "{a}y"]);
-        let split = group_by_slot(&req, SplitKind::Mget, &[1, 2, 3]);
-        // Part 0 holds a and {a}y, part 1 holds b.
-        let replies = vec![
-            Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n"),
-            Bytes::from_static(b"*1\r\n$1\r\nb\r\n"),
-        ];
-        let m = Merge::Mget { split, total: 3 };
-        assert_eq!(
-            &merge(m, replies, c())[..],
-            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n"
-        );
-    }
-
-    #[test]
-    fn sums_and_oks() {
-        let r = vec![Bytes::from_static(b":2\r\n"), Bytes::from_static(b":3\r\n")];
-        assert_eq!(&merge(Merge::SumInts, r, c())[..], b":5\r\n");
-        let r = vec![
-            Bytes::from_static(b"+OK\r\n"),
-            Bytes::from_static(b"+OK\r\n"),
-        ];
-        assert_eq!(&merge(Merge::AllOk, r, c())[..], b"+OK\r\n");
-        let r = vec![
-            Bytes::from_static(b"+OK\r\n"),
-            Bytes::from_static(b":1\r\n"),
-        ];
-        assert!(merge(Merge::AllOk, r, c()).starts_with(b"-ERR"));
-    }
-
-    #[test]
-    fn concat_and_first_non_null() {
-        let r = vec![
-            Bytes::from_static(b"*1\r\n$1\r\nx\r\n"),
-            Bytes::from_static(b"*0\r\n"),
-            Bytes::from_static(b"*1\r\n$1\r\ny\r\n"),
-        ];
-        assert_eq!(
-            &merge(Merge::Concat, r, c())[..],
-            b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
-        );
-        let r = vec![
-            Bytes::from_static(b"$-1\r\n"),
-            Bytes::from_static(b"$1\r\nk\r\n"),
-        ];
-        assert_eq!(&merge(Merge::FirstNonNull, r, c())[..], b"$1\r\nk\r\n");
-        assert_eq!(
-            &merge(
-                Merge::FirstNonNull,
-                vec![Bytes::from_static(b"$-1\r\n")],
-                c()
-            )[..],
-            b"$-1\r\n"
-        );
     }
 }

@@ -40,6 +40,15 @@ pub fn route_error(proxy: &Proxy, e: RouteError) -> Bytes {
         RouteError::CrossSlot => Bytes::from_static(reply::CROSSSLOT),
         RouteError::Uncovered(slot) => {
             proxy.refresher.trigger(Trigger::ClusterDown);
+            // No topology was ever loaded because the nodes refuse the proxy (credentials,
+            // TLS): say so, instead of a CLUSTERDOWN that sends the operator to the cluster.
+            if proxy.refresher.view().topology.nodes().is_empty() {
+                if let Some(why) = proxy.refresher.last_refusal() {
+                    return reply::error(&format!(
+                        "ERR slotproxy: cannot read the cluster topology: {why}"
+                    ));
+                }
+            }
             match slot {
                 Some(_) => reply::error("CLUSTERDOWN Hash slot not served"),
                 None => reply::error("CLUSTERDOWN The cluster is down"),

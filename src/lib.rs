@@ -17,7 +17,7 @@
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
-//!   in one set of reply slots (`fanout/gather.rs`).
+//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.

@@ -1,10 +1,11 @@
 //! Pub/Sub through the proxy. A client's first (P|S)SUBSCRIBE opens a connection of its own to
-//! one node (a master chosen by spread for SUBSCRIBE/PSUBSCRIBE, which Redis Cluster broadcasts
-//! to every node; the master owning the channel's slot for SSUBSCRIBE). From then on its
-//! subscription commands are written to that connection as the client sent them, and every frame
-//! the node sends (confirmations and messages) is queued to the client in arrival order. When
-//! the node reports zero subscriptions left, the connection is closed and the client is back on
-//! the shared path.
+//! one node: for SUBSCRIBE the master owning its first channel's slot, where PUBLISH to that
+//! channel is routed too (so PUBLISH's reply counts it; Redis Cluster broadcasts messages to
+//! every node anyway); for PSUBSCRIBE a master chosen by spread; for SSUBSCRIBE the master
+//! owning the channel's slot. From then on its subscription commands are written to that
+//! connection as the client sent them, and every frame the node sends (confirmations and
+//! messages) is queued to the client in arrival order. When the node reports zero subscriptions
+//! left, the connection is closed and the client is back on the shared path.
 //!
 //! Replies stay in request order: each command written to the node is followed by a `PING` with
 //! a token of this connection's own, whose reply the reading task swallows and counts. The
@@ -12,6 +13,7 @@
 //! confirmation is queued before the reply to whatever the client sent after it, and the
 //! reader knows whether the client is still subscribed (as after `UNSUBSCRIBE` with no
 //! channels, whose number of confirmations only the node knows).
+use crate::backend::connector::{Connector, NodeStream, Setup};
 use crate::protocol::framer::Request;
 use crate::protocol::reply::{self, put_array_header, put_bulk, put_integer, Proto};
 use crate::protocol::reply_framer::{split_array, ReplyFramer};
@@ -22,15 +24,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::Notify;
 
 /// A client's live subscription connection.
 pub struct Subscription {
     pub addr: SocketAddr,
-    write: OwnedWriteHalf,
+    write: WriteHalf<NodeStream>,
     /// Cleared by the reading task when the node says no subscriptions are left (or the
     /// connection breaks).
     active: Arc<AtomicBool>,
@@ -65,27 +65,27 @@ pub enum SubscriptionError {
 }
 
 impl Subscription {
-    /// Connects to `addr` (saying `HELLO 3` first for RESP3 clients, its reply dropped) and
+    /// Connects to `addr` through `connector` (authenticated; `HELLO 3` for RESP3 clients) and
     /// starts forwarding every frame the node sends into `queue` (wrapped by `wrap`); a full
     /// queue (a client that does not read) stops the reading, and the node's own pubsub output
     /// limit then ends the subscription, so memory stays bounded.
     pub async fn open<T: Send + 'static>(
+        connector: &Connector,
         addr: SocketAddr,
         proto: Proto,
         timeout: std::time::Duration,
         queue: Arc<ReplyQueue<T>>,
         wrap: fn(Bytes) -> T,
     ) -> std::io::Result<Subscription> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let setup = Setup {
+            proto,
+            readonly: false,
+        };
+        let stream = connector
+            .connect(addr, setup, timeout)
             .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        stream.set_nodelay(true)?;
-        let (mut read, mut write) = stream.into_split();
-        let mut skip = 0;
-        if proto == Proto::Resp3 {
-            write.write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n").await?;
-            skip = 1;
-        }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let (mut read, write) = tokio::io::split(stream);
         let active = Arc::new(AtomicBool::new(true));
         let flag = active.clone();
         let token = format!(
@@ -113,10 +113,6 @@ impl Subscription {
                 loop {
                     match framer.next_reply(&mut buf) {
                         Ok(Some(frame)) => {
-                            if skip > 0 {
-                                skip -= 1;
-                                continue;
-                            }
                             if replies.matches(&frame) {
                                 seen += 1;
                                 synced.advance(seen);

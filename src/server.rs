@@ -1,6 +1,7 @@
 //! Starting the proxy: load the command table, start the topology refresher, accept clients
 //! (under the client limit) and spawn one session each; stop on SIGINT/SIGTERM.
 use crate::backend::conn::ConnOptions;
+use crate::backend::connector::Connector;
 use crate::backend::pool::Pool;
 use crate::backend::{control, ConnEvents, NoEvents};
 use crate::cluster::refresher::{NoObserver, RefreshOptions, Refresher};
@@ -19,6 +20,8 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 pub struct Shared {
     pub config: Arc<arc_swap::ArcSwap<Config>>,
+    /// Opens every connection to a node (credentials, TLS); reloadable.
+    pub connector: Arc<Connector>,
     pub commands: Arc<CommandTable>,
     pub metrics: Option<Arc<Metrics>>,
     pub counters: Arc<Counters>,
@@ -26,13 +29,24 @@ pub struct Shared {
 
 /// Loads the command table (from the cluster, else the shipped one) and builds the metrics.
 pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
-    let commands = Arc::new(load_commands(config).await);
+    let connector = Arc::new(Connector::new(config)?);
+    if config
+        .node_tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify)
+    {
+        tracing::warn!(
+            "node_tls_insecure_skip_verify is on: node certificates are not verified (labs only)"
+        );
+    }
+    let commands = Arc::new(load_commands(config, &connector).await);
     let metrics = match config.metrics_listen {
         Some(_) => Some(Arc::new(Metrics::new(&commands)?)),
         None => None,
     };
     Ok(Shared {
         config: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
+        connector,
         commands,
         metrics,
         counters: Arc::new(Counters::default()),
@@ -52,6 +66,7 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
         proto: Proto::Resp2,
         timeout: Some(config.command_timeout),
         connect_timeout: config.connect_timeout,
+        connector: shared.connector.clone(),
     };
     let pool = Arc::new(Pool::new(opts, config.backend_connections, events));
     let refresh = RefreshOptions {
@@ -81,13 +96,13 @@ pub async fn start(config: Config) -> anyhow::Result<Arc<Proxy>> {
 }
 
 /// The command table from the first seed that answers `COMMAND`, else the shipped one.
-async fn load_commands(config: &Config) -> CommandTable {
+async fn load_commands(config: &Config, connector: &Connector) -> CommandTable {
     for seed in &config.seeds {
         let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await else {
             continue;
         };
         for addr in addrs {
-            match control::query(addr, &["COMMAND"], Duration::from_secs(2)).await {
+            match control::query(connector, addr, &["COMMAND"], Duration::from_secs(2)).await {
                 Ok(reply) => match CommandTable::from_command_reply(&reply) {
                     Ok(t) => {
                         tracing::info!("command table: {} commands from {addr}", t.len());
@@ -95,6 +110,11 @@ async fn load_commands(config: &Config) -> CommandTable {
                     }
                     Err(e) => tracing::warn!("COMMAND from {addr}: {e}"),
                 },
+                // A refusal of the proxy's credentials is worth a warning; a node that is
+                // down is not (the next seed is tried).
+                Err(e @ crate::backend::ConnectError::Auth(_)) => {
+                    tracing::warn!("COMMAND from {addr}: {e}")
+                }
                 Err(e) => tracing::debug!("COMMAND from {addr}: {e}"),
             }
         }

@@ -9,6 +9,7 @@
 //! gets a dedicated connection so it blocks no one else.
 use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo};
 use crate::backend::BackendError;
+use crate::cluster::slot::key_slot;
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
@@ -292,14 +293,18 @@ impl Reader {
             }
             return Step::Queue(self.in_multi(info, &req));
         }
-        if self.sub.is_some() || info.handling == Handling::PubSub {
+        if self.sub.is_some() || matches!(info.handling, Handling::PubSub(_)) {
             if let Some(step) = self.pubsub_step(info, &req) {
                 return step;
             }
         }
         let may_block = info.handling == Handling::Blocking && proxy.commands.may_block(info, &req);
         let lane = match info.handling {
-            Handling::Forward | Handling::Split(_) | Handling::AllMasters => Some(Lane::Shared),
+            Handling::Forward
+            | Handling::ByChannel
+            | Handling::Split(_)
+            | Handling::AllMasters(_)
+            | Handling::Scan => Some(Lane::Shared),
             // A blocking command checks its lane itself: it also depends on the node.
             Handling::Blocking if may_block => None,
             Handling::Blocking => Some(Lane::Shared),
@@ -341,24 +346,25 @@ impl Reader {
                     },
                 }
             }
-            Handling::AllMasters if name == "scan" => {
-                Step::Queue(match fanout::scan(&proxy, self.client(), &req) {
-                    Ok(s) => Pending::Scan(Box::new(s), self.client()),
-                    Err(e) => Pending::Ready(e),
-                })
+            // The channel is hashed like a key: one channel, one node, messages in order.
+            Handling::ByChannel => {
+                let slot = key_slot(req.arg(1));
+                self.forward(req, Some(slot), false)
             }
-            Handling::AllMasters => Step::Queue(match fanout::all_masters_merge(name) {
-                Some(merge) => match fanout::all_masters(&proxy, self.client(), &req, merge) {
+            Handling::Scan => Step::Queue(match fanout::scan(&proxy, self.client(), &req) {
+                Ok(s) => Pending::Scan(Box::new(s), self.client()),
+                Err(e) => Pending::Ready(e),
+            }),
+            Handling::AllMasters(policy) => Step::Queue(
+                match fanout::all_masters(&proxy, self.client(), &req, policy.into()) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
-                // Anything else would be one master's answer presented as the cluster's.
-                None => Pending::Ready(unsupported(info)),
-            }),
+            ),
             Handling::Transaction => Step::Queue(self.transaction(info, req)),
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
-            Handling::PubSub | Handling::Unsupported => {
+            Handling::PubSub(_) | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
             }
         }

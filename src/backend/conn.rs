@@ -8,6 +8,7 @@
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
 //! The task connects lazily, on the first job, and again after any failure.
+use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
 use super::{BackendError, ConnEvents};
 use crate::cluster::topology::Role;
@@ -21,9 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
@@ -118,12 +117,14 @@ pub struct Job {
 }
 
 /// How a connection is set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnOptions {
     pub proto: Proto,
     /// Per-request reply deadline; `None` for connections that may block (BLPOP 0).
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// Opens, TLS-wraps and authenticates the socket.
+    pub connector: Arc<Connector>,
 }
 
 /// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
@@ -187,12 +188,23 @@ async fn run(
             fail_queued(&mut jobs, &mut rx, BackendError::Connect);
             continue;
         }
-        let stream = match connect(addr, &opts).await {
+        // `READONLY` so that a replica serves reads (harmless on a master, and it stays right
+        // when roles change).
+        let setup = Setup {
+            proto: opts.proto,
+            readonly: true,
+        };
+        let stream = match opts
+            .connector
+            .connect(addr, setup, opts.connect_timeout)
+            .await
+        {
             Ok(s) => s,
-            Err(_) => {
+            Err(e) => {
                 failed_at = Some(Instant::now());
-                events.failed(addr, BackendError::Connect);
-                fail_queued(&mut jobs, &mut rx, BackendError::Connect);
+                events.connect_failed(addr, &e);
+                events.failed(addr, e.kind());
+                fail_queued(&mut jobs, &mut rx, e.kind());
                 continue;
             }
         };
@@ -211,46 +223,6 @@ fn fail_queued(jobs: &mut VecDeque<Job>, rx: &mut JobReceiver, error: BackendErr
     rx.try_recv_all(jobs);
     for job in jobs.drain(..) {
         job.reply.send(Err(error));
-    }
-}
-
-/// Opens the socket and prepares it: `HELLO 3` for RESP3 pools, and `READONLY` so that a replica
-/// serves reads (harmless on a master, and it stays right when roles change).
-async fn connect(addr: SocketAddr, opts: &ConnOptions) -> std::io::Result<TcpStream> {
-    let setup = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let mut hello: Vec<u8> = Vec::new();
-        let mut expect = 1;
-        if opts.proto == Proto::Resp3 {
-            hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
-            expect += 1;
-        }
-        hello.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
-        s.write_all(&hello).await?;
-        let mut buf = BytesMut::with_capacity(1024);
-        let mut framer = ReplyFramer::new();
-        while expect > 0 {
-            if s.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            while let Some(reply) = framer
-                .next_reply(&mut buf)
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-            {
-                if reply.first() == Some(&b'-') {
-                    return Err(std::io::Error::other(
-                        String::from_utf8_lossy(&reply).into_owned(),
-                    ));
-                }
-                expect -= 1;
-            }
-        }
-        Ok(s)
-    };
-    match tokio::time::timeout(opts.connect_timeout, setup).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -274,13 +246,33 @@ impl Inflight {
 /// and every reply someone still waits for has arrived (returns `None`): a dedicated connection
 /// dropped right after sending EXEC still delivers EXEC's reply.
 async fn serve(
-    stream: TcpStream,
+    stream: NodeStream,
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     opts: &ConnOptions,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {
-    let (read, write) = stream.into_split();
+    match stream {
+        // Plain TCP splits into owned halves without a lock between them.
+        NodeStream::Plain(s) => {
+            let (read, write) = s.into_split();
+            serve_halves(read, write, jobs, rx, opts, stats).await
+        }
+        NodeStream::Tls(s) => {
+            let (read, write) = tokio::io::split(*s);
+            serve_halves(read, write, jobs, rx, opts, stats).await
+        }
+    }
+}
+
+async fn serve_halves(
+    read: impl AsyncRead + Unpin,
+    write: impl AsyncWrite + Unpin,
+    jobs: &mut VecDeque<Job>,
+    rx: &mut JobReceiver,
+    opts: &ConnOptions,
+    stats: Option<&NodeStats>,
+) -> Option<BackendError> {
     let inflight = Inflight {
         queue: Mutex::new(VecDeque::new()),
         writer_done: AtomicBool::new(false),
@@ -312,7 +304,7 @@ async fn serve(
 
 /// Writes jobs in batches. Returns `None` when every handle is dropped, or the write error.
 async fn write_loop(
-    mut write: OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     inflight: &Inflight,
@@ -391,7 +383,7 @@ fn hand_over(inflight: &Inflight, owed: &mut Vec<Pending>) {
 /// Frames replies and completes pending jobs in order. Returns why the connection must close,
 /// or `None` once the writer is gone and no one waits for a reply any more.
 async fn read_loop(
-    mut read: OwnedReadHalf,
+    mut read: impl AsyncRead + Unpin,
     inflight: &Inflight,
     stats: Option<&NodeStats>,
 ) -> Option<BackendError> {

@@ -1,22 +1,25 @@
 //! One-off request/reply exchanges on a fresh socket, for the control path (`CLUSTER NODES`,
-//! `COMMAND`): never on a shared connection, so a slow control query delays no client.
+//! `COMMAND`): never on a shared connection, so a slow control query delays no client. The
+//! socket comes from the [`Connector`], authenticated and TLS-wrapped like every other.
+use super::connector::{self, Connector, Setup};
+use super::ConnectError;
 use crate::protocol::framer::Request;
 use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// Sends `args` to `addr` and returns the raw reply, all within `timeout`.
+/// Sends `args` to `addr` and returns the raw reply, all within `timeout`. A reply that says
+/// the proxy may not (`NOAUTH`, `NOPERM`) is a [`ConnectError::Auth`].
 pub async fn query<A: AsRef<[u8]>>(
+    connector: &Connector,
     addr: SocketAddr,
     args: &[A],
     timeout: Duration,
-) -> std::io::Result<Bytes> {
+) -> Result<Bytes, ConnectError> {
     let exchange = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
+        let mut s = connector.connect(addr, Setup::CONTROL, timeout).await?;
         s.write_all(Request::from_args(args).bytes()).await?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut framer = ReplyFramer::new();
@@ -25,16 +28,19 @@ pub async fn query<A: AsRef<[u8]>>(
                 .next_reply(&mut buf)
                 .map_err(|e| std::io::Error::other(e.to_string()))?
             {
+                if reply.first() == Some(&b'-') && connector::is_auth_error(&reply) {
+                    return Err(connector::classify(&reply));
+                }
                 return Ok(reply);
             }
             if s.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
         }
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 

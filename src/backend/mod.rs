@@ -1,6 +1,8 @@
 //! Connections to cluster nodes: one multiplexed socket ([`conn`]) and the per-node handles that
-//! outlive topology swaps ([`pool`]).
+//! outlive topology swaps ([`pool`]); every socket to a node is opened, TLS-wrapped and
+//! authenticated by [`connector`].
 pub mod conn;
+pub mod connector;
 pub mod control;
 mod jobs;
 pub mod pool;

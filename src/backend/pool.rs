@@ -34,7 +34,7 @@ impl NodeBackend {
         count: usize,
         events: Arc<dyn ConnEvents>,
     ) -> NodeBackend {
-        let resp2 = Self::spawn_set(addr, opts, Proto::Resp2, count, &events);
+        let resp2 = Self::spawn_set(addr, opts.clone(), Proto::Resp2, count, &events);
         NodeBackend {
             addr,
             resp2,
@@ -53,12 +53,26 @@ impl NodeBackend {
         events: &Arc<dyn ConnEvents>,
     ) -> Vec<BackendConn> {
         (0..count)
-            .map(|_| BackendConn::spawn(addr, ConnOptions { proto, ..opts }, events.clone()))
+            .map(|_| {
+                BackendConn::spawn(
+                    addr,
+                    ConnOptions {
+                        proto,
+                        ..opts.clone()
+                    },
+                    events.clone(),
+                )
+            })
             .collect()
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How connections to this node are opened (for subscription connections).
+    pub fn connector(&self) -> &Arc<super::connector::Connector> {
+        &self.opts.connector
     }
 
     /// The shared connection that client `session_id` uses for this node.
@@ -67,7 +81,13 @@ impl NodeBackend {
         let set = match proto {
             Proto::Resp2 => &self.resp2,
             Proto::Resp3 => self.resp3.get_or_init(|| {
-                Self::spawn_set(self.addr, self.opts, Proto::Resp3, self.count, &self.events)
+                Self::spawn_set(
+                    self.addr,
+                    self.opts.clone(),
+                    Proto::Resp3,
+                    self.count,
+                    &self.events,
+                )
             }),
         };
         &set[(session_id % set.len() as u64) as usize]
@@ -82,7 +102,7 @@ impl NodeBackend {
             ConnOptions {
                 proto,
                 timeout: if may_block { None } else { self.opts.timeout },
-                ..self.opts
+                ..self.opts.clone()
             },
             self.events.clone(),
         )
@@ -115,12 +135,17 @@ impl Pool {
             .or_insert_with(|| {
                 Arc::new(NodeBackend::new(
                     addr,
-                    self.opts,
+                    self.opts.clone(),
                     self.conns_per_node,
                     self.events.clone(),
                 ))
             })
             .clone()
+    }
+
+    /// How connections to nodes are opened (the control path uses it too).
+    pub fn connector(&self) -> &Arc<super::connector::Connector> {
+        &self.opts.connector
     }
 
     /// Forgets nodes no longer in the cluster; their connections close once no one holds them.

@@ -114,6 +114,8 @@ pub struct Refresher {
     pending: AtomicU64,
     observer: Box<dyn RefreshObserver>,
     last_success_unix: AtomicU64,
+    /// (a node refused the proxy, why): see [`Self::last_failure`].
+    last_failure: std::sync::Mutex<Option<(bool, String)>>,
 }
 
 impl Refresher {
@@ -132,6 +134,7 @@ impl Refresher {
             pending: AtomicU64::new(0),
             observer,
             last_success_unix: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
         }
     }
 
@@ -149,6 +152,27 @@ impl Refresher {
     pub fn trigger(&self, why: Trigger) {
         self.pending.fetch_or(1 << (why as u64), Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// Why the last refresh that reached no node failed, naming a node ("127.0.0.1:5001:
+    /// authentication failed: WRONGPASS ..."); `None` once a refresh succeeds.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Like [`Self::last_failure`], but only when a node refused the proxy (credentials, TLS),
+    /// a cause the operator must fix, unlike a node that is merely down.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(refused, _)| *refused)
+            .map(|(_, why)| why.clone())
     }
 
     /// Unix time of the last refresh that reached a node (0 = never).
@@ -213,9 +237,24 @@ impl Refresher {
         candidates.retain(|a| seen.insert(*a));
 
         let mut outcome = Outcome::Failed;
+        // Why this round reached no node; a refusal (credentials, TLS) says more than a node
+        // that is down, so it is kept over later errors.
+        let mut failure: Option<(bool, String)> = None;
         for addr in candidates {
-            let Some(topology) = self.fetch(addr).await else {
-                continue;
+            let topology = match self.fetch(addr).await {
+                Ok(t) => t,
+                Err(Some(e)) => {
+                    let refused = matches!(
+                        e,
+                        crate::backend::ConnectError::Auth(_)
+                            | crate::backend::ConnectError::Tls(_)
+                    );
+                    if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
+                        failure = Some((refused, format!("{addr}: {e}")));
+                    }
+                    continue;
+                }
+                Err(None) => continue,
             };
             if !current.topology.is_superseded_by(&topology) {
                 outcome = Outcome::Stale;
@@ -252,10 +291,17 @@ impl Refresher {
             outcome = Outcome::Updated;
             break;
         }
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = if outcome == Outcome::Failed
+        {
+            failure
+        } else {
+            None
+        };
         if outcome == Outcome::Failed {
             tracing::warn!(
                 trigger = trigger.as_str(),
-                "topology refresh failed: no node answered CLUSTER NODES"
+                "topology refresh failed: no node answered CLUSTER NODES (last: {})",
+                self.last_failure().as_deref().unwrap_or("no node to ask")
             );
         }
         self.observer
@@ -263,28 +309,35 @@ impl Refresher {
         outcome
     }
 
-    async fn fetch(&self, addr: SocketAddr) -> Option<Topology> {
-        let reply = match control::query(addr, &["CLUSTER", "NODES"], self.opts.query_timeout).await
+    /// `CLUSTER NODES` from `addr`, parsed; `Err(Some(_))` when the node could not be asked.
+    async fn fetch(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<Topology, Option<crate::backend::ConnectError>> {
+        let reply = match control::query(
+            self.pool.connector(),
+            addr,
+            &["CLUSTER", "NODES"],
+            self.opts.query_timeout,
+        )
+        .await
         {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("CLUSTER NODES from {addr}: {e}");
-                return None;
+                return Err(Some(e));
             }
         };
         let text = match control::bulk_payload(&reply) {
             Ok(t) => String::from_utf8_lossy(t).into_owned(),
             Err(e) => {
                 tracing::debug!("CLUSTER NODES from {addr}: {e}");
-                return None;
+                return Err(Some(crate::backend::ConnectError::Refused(e)));
             }
         };
-        match Topology::from_cluster_nodes(&text, addr) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::debug!("CLUSTER NODES from {addr}: {e}");
-                None
-            }
-        }
+        Topology::from_cluster_nodes(&text, addr).map_err(|e| {
+            tracing::debug!("CLUSTER NODES from {addr}: {e}");
+            None
+        })
     }
 }

@@ -208,6 +208,7 @@ fn idle_proxy(metrics: &Arc<Metrics>) -> Arc<Proxy> {
         proto: Proto::Resp2,
         timeout: Some(Duration::from_secs(1)),
         connect_timeout: Duration::from_secs(1),
+        connector: Arc::new(crate::backend::connector::Connector::plain()),
     };
     let pool = Arc::new(Pool::new(opts, 1, Arc::new(NoEvents)));
     let refresh = RefreshOptions {

@@ -50,24 +50,71 @@ pub enum SplitKind {
     SumInts,
 }
 
+/// How the replies of a command sent to every master become the client's one reply (in the
+/// spirit of redis-rs's `ResponsePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllMastersReply {
+    /// Integers summed: DBSIZE, PUBSUB NUMPAT.
+    Sum,
+    /// Arrays concatenated: KEYS.
+    Concat,
+    /// Every master must answer `+OK`: FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION DELETE/FLUSH/
+    /// RESTORE.
+    AllOk,
+    /// The first non-null reply: RANDOMKEY.
+    FirstNonNull,
+    /// Every master answers the same; that answer: SCRIPT LOAD, FUNCTION LOAD.
+    Same,
+    /// Arrays of 0/1 and-ed element by element: SCRIPT EXISTS.
+    AndInts,
+    /// Arrays merged as a set, without duplicates, in order of first appearance: PUBSUB
+    /// CHANNELS, PUBSUB SHARDCHANNELS.
+    Union,
+    /// `channel, count` pairs (an array in RESP2, a map in RESP3) in the order asked, counts
+    /// summed per channel: PUBSUB NUMSUB, PUBSUB SHARDNUMSUB.
+    SumPerChannel,
+}
+
+/// Which node a client's subscription connection is opened to, decided by the command that
+/// opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeAt {
+    /// SUBSCRIBE: the master owning the slot of the first channel, where PUBLISH to that
+    /// channel goes too, so PUBLISH's reply counts this subscriber.
+    ChannelSlot,
+    /// SSUBSCRIBE: the master owning the shard channels' slot (one slot for all of them).
+    ShardSlot,
+    /// PSUBSCRIBE (a pattern has no slot), the UN- forms and MONITOR: any master, by spread.
+    AnyMaster,
+}
+
 /// What the proxy does with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
     /// Forwarded to the node owning its keys' slot (any master when it has no key). Also the
     /// handling of keyless introspection (CONFIG GET, SLOWLOG, LATENCY, MEMORY STATS, TIME,
-    /// ROLE, PUBSUB ...), which then shows one master's view, and of a container with an
+    /// ROLE, PUBSUB HELP ...), which then shows one master's view, and of a container with an
     /// unknown subcommand (`CONFIG FOO`), so the node answers the error as Redis words it.
     Forward,
+    /// PUBLISH: forwarded to the master owning the slot of its channel (`argv[1]`, hashed like
+    /// a key). Redis Cluster delivers a message everywhere whichever node gets it, but only one
+    /// node per channel keeps one publisher's messages in order, and PUBLISH's reply counts
+    /// the subscribers of that node, where SUBSCRIBE puts them ([`SubscribeAt::ChannelSlot`]).
+    /// The channel is not a key: in a transaction PUBLISH does not choose the node.
+    ByChannel,
     /// Split across slots when its keys span several, replies merged.
     Split(SplitKind),
     /// Answered by the proxy itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT (every
     /// subcommand), COMMAND (every subcommand), INFO, RESET, READONLY, READWRITE.
     Local,
-    /// Sent to every master and the replies merged: DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB,
-    /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS, and FUNCTION LOAD/DELETE/FLUSH/RESTORE (a library
+    /// Sent to every master and the replies merged as said: DBSIZE, KEYS, FLUSHALL, FLUSHDB,
+    /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS, FUNCTION LOAD/DELETE/FLUSH/RESTORE (a library
     /// must exist on every master for FCALL to work on any key, as with SCRIPT LOAD; every
-    /// master answers the same reply).
-    AllMasters,
+    /// master answers the same reply), PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARDCHANNELS/SHARDNUMSUB
+    /// (each node counts only its own subscribers).
+    AllMasters(AllMastersReply),
+    /// SCAN: every master in turn, the client's cursor saying which.
+    Scan,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: need a connection pinned to one node.
     Transaction,
     /// Commands that may block the connection: those with the server's `blocking` flag (BLPOP,
@@ -75,8 +122,9 @@ pub enum Handling {
     /// WAIT (which lacks the flag). They need a dedicated connection; whether one request
     /// really blocks is [`CommandTable::may_block`].
     Blocking,
-    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms, MONITOR: a dedicated connection.
-    PubSub,
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms, MONITOR: a dedicated connection,
+    /// opened where the first such command says.
+    PubSub(SubscribeAt),
     /// No sensible meaning through a proxy: refused with an error naming the command.
     /// CLUSTER (every subcommand), ASKING, RESTORE-ASKING, SWAPDB, MOVE, SHUTDOWN, FAILOVER,
     /// REPLICAOF, SLAVEOF, SYNC, PSYNC, REPLCONF, DEBUG, SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE;
@@ -523,12 +571,23 @@ fn classify(name: &str, blocking: bool) -> Handling {
         "del" | "unlink" | "exists" | "touch" => Split(SplitKind::SumInts),
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "info" | "reset" | "readonly"
         | "readwrite" => Local,
-        "dbsize" | "keys" | "scan" | "flushall" | "flushdb" | "randomkey" | "script|load"
-        | "script|flush" | "script|exists" | "function|load" | "function|delete"
-        | "function|flush" | "function|restore" => AllMasters,
+        "dbsize" | "pubsub|numpat" => AllMasters(AllMastersReply::Sum),
+        "keys" => AllMasters(AllMastersReply::Concat),
+        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
+        | "function|restore" => AllMasters(AllMastersReply::AllOk),
+        "randomkey" => AllMasters(AllMastersReply::FirstNonNull),
+        "script|load" | "function|load" => AllMasters(AllMastersReply::Same),
+        "script|exists" => AllMasters(AllMastersReply::AndInts),
+        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(AllMastersReply::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(AllMastersReply::SumPerChannel),
+        "scan" => Scan,
+        "publish" => ByChannel,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Transaction,
-        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-        | "sunsubscribe" | "monitor" => PubSub,
+        "subscribe" => PubSub(SubscribeAt::ChannelSlot),
+        "ssubscribe" => PubSub(SubscribeAt::ShardSlot),
+        "psubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe" | "monitor" => {
+            PubSub(SubscribeAt::AnyMaster)
+        }
         "asking" | "restore-asking" | "swapdb" | "move" | "shutdown" | "failover" | "replicaof"
         | "slaveof" | "sync" | "psync" | "replconf" | "debug" | "save" | "bgsave"
         | "bgrewriteaof" | "lastsave" | "config|set" | "config|rewrite" | "config|resetstat"

@@ -68,9 +68,6 @@ pub enum ProtocolError {
     /// A reply starting with a byte that is no RESP2/RESP3 type.
     #[error("unknown reply type '{}'", shown(*.0))]
     UnknownReplyType(u8),
-    /// A reply nested deeper than the reply framer's depth cap.
-    #[error("reply nested too deeply")]
-    TooDeepReply,
     /// A simple reply line (`+`, `-`, `:`, ...) longer than the reply framer's bulk cap.
     #[error("too big reply line")]
     TooBigReplyLine,

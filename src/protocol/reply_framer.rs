@@ -9,17 +9,23 @@
 //! machine untouched. [`split_array`] cuts a framed aggregate into its elements for the
 //! replies the proxy has to merge (MGET across slots).
 //!
-//! Nodes are trusted more than clients, but not blindly: bulk lengths and nesting depth are
-//! capped, and a length header never causes more allocation than the bytes that arrived.
+//! Nodes are trusted more than clients, but not blindly: bulk lengths are capped, and a length
+//! header never causes more allocation than the bytes that arrived. Nesting depth is not capped:
+//! a client can make a node answer as deep as it likes (a self-referencing Lua table comes back
+//! as ~8,000 nested arrays), and refusing such a reply would drop the shared connection and
+//! every other client's requests on it. Depth costs no recursion, only one [`Open`] entry per
+//! level, and every level costs at least 4 bytes of input (`*1\r\n`), so the stack stays
+//! proportional to the reply's bytes, which the connection buffers anyway.
 use super::framer::{find_byte, parse_int, parse_len_line, reserve_toward, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
 /// Redis's proto-max-bulk-len default; a node never sends a longer string unless reconfigured.
 const DEFAULT_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
 
-/// Deeper than any reply Redis builds (its own RESP3 nesting stays in the single digits), small
-/// enough that the stack of counts stays tiny.
-const DEFAULT_MAX_DEPTH: usize = 1024;
+/// Capacity of the stack of open aggregates kept between replies: after a deeply nested reply,
+/// a larger stack is given back, so one deep reply does not pin memory on a long-lived
+/// connection.
+const KEEP_OPEN: usize = 64;
 
 /// Longest header line of a length or count (`$`, `*`, ...) including the type byte: 20 digits
 /// and a sign fit; anything longer cannot be a valid length.
@@ -43,7 +49,6 @@ struct Open {
 #[derive(Debug)]
 pub struct ReplyFramer {
     max_bulk_len: usize,
-    max_depth: usize,
     /// Where the next element's type byte is, from the start of the buffer (= of the reply).
     pos: usize,
     /// `buf[pos..scanned]` holds no `\n`: where the search for the line end resumes.
@@ -64,7 +69,6 @@ impl ReplyFramer {
     pub fn new() -> Self {
         ReplyFramer {
             max_bulk_len: DEFAULT_MAX_BULK_LEN,
-            max_depth: DEFAULT_MAX_DEPTH,
             pos: 0,
             scanned: 0,
             bulk_end: None,
@@ -76,12 +80,6 @@ impl ReplyFramer {
     /// the nodes' proto-max-bulk-len).
     pub fn with_max_bulk_len(mut self, max: usize) -> Self {
         self.max_bulk_len = max;
-        self
-    }
-
-    /// Caps nesting depth (default 1024); attributes count as a level.
-    pub fn with_max_depth(mut self, max: usize) -> Self {
-        self.max_depth = max;
         self
     }
 
@@ -190,9 +188,6 @@ impl ReplyFramer {
                     };
                     let attribute = kind == b'|';
                     if elements > 0 {
-                        if self.open.len() >= self.max_depth {
-                            return Err(ProtocolError::TooDeepReply);
-                        }
                         self.open.push(Open {
                             left: elements,
                             attribute,
@@ -243,6 +238,9 @@ impl ReplyFramer {
         let len = self.pos;
         self.pos = 0;
         self.scanned = 0;
+        if self.open.capacity() > KEEP_OPEN {
+            self.open = Vec::new();
+        }
         len
     }
 }
@@ -291,10 +289,8 @@ pub fn split_array(reply: &Bytes) -> Option<Vec<Bytes>> {
     // The count is a claim: each element takes at least 3 bytes ("_\r\n"), so no more can fit.
     let capacity = (count as usize).min((reply.len() - pos) / 3);
     let mut elements = Vec::with_capacity(capacity);
-    // Whatever framed `reply` accepted it; no element can be longer or deeper than the reply.
-    let mut framer = ReplyFramer::new()
-        .with_max_bulk_len(reply.len())
-        .with_max_depth(reply.len());
+    // Whatever framed `reply` accepted it; no element can be longer than the reply.
+    let mut framer = ReplyFramer::new().with_max_bulk_len(reply.len());
     for _ in 0..count {
         let len = framer.scan(&reply[pos..]).ok()??;
         elements.push(reply.slice(pos..pos + len));

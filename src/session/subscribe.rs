@@ -1,7 +1,9 @@
 //! Pub/Sub for one client: which subscription commands go to its subscription connection
-//! ([`crate::pubsub`]), and what a subscribed RESP2 client may still do, as Redis allows.
+//! ([`crate::pubsub`]), which node that connection is opened to (the command table's
+//! [`SubscribeAt`]), and what a subscribed RESP2 client may still do, as Redis allows.
 use super::{route_error, Pending, Reader, Step};
-use crate::protocol::command::CommandInfo;
+use crate::cluster::slot::key_slot;
+use crate::protocol::command::{CommandInfo, Handling, SubscribeAt};
 use crate::protocol::framer::Request;
 use crate::protocol::reply::{self, Proto};
 use crate::pubsub::{self, Subscription};
@@ -40,25 +42,34 @@ impl Reader {
             self.sub = None;
         }
         if self.sub.is_none() {
-            let shard = req.arg(0).eq_ignore_ascii_case(b"ssubscribe");
-            let slot = if shard {
-                let proxy = self.proxy.clone();
-                let info = proxy.commands.lookup(&req)?;
-                match self.slot_of(info, &req) {
+            let proxy = self.proxy.clone();
+            let info = proxy.commands.lookup(&req);
+            let at = match info.map(|i| i.handling) {
+                Some(Handling::PubSub(at)) => at,
+                _ => SubscribeAt::AnyMaster,
+            };
+            let slot = match (at, info) {
+                // Arity checked: SUBSCRIBE has a channel.
+                (SubscribeAt::ChannelSlot, _) => Some(key_slot(req.arg(1))),
+                (SubscribeAt::ShardSlot, Some(info)) => match self.slot_of(info, &req) {
                     Ok(s) => s,
                     Err(e) => return Some(Pending::Ready(route_error(&self.proxy, e))),
-                }
-            } else {
-                None
+                },
+                _ => None,
             };
             let addr = match self.master_for(slot) {
                 Ok(a) => a,
                 Err(e) => return Some(Pending::Ready(e)),
             };
             let timeout = self.proxy.config().connect_timeout;
-            match Subscription::open(addr, self.state.proto, timeout, self.tx.clone(), |b| {
-                (Pending::Ready(b), None)
-            })
+            match Subscription::open(
+                self.proxy.refresher.pool().connector(),
+                addr,
+                self.state.proto,
+                timeout,
+                self.tx.clone(),
+                |b| (Pending::Ready(b), None),
+            )
             .await
             {
                 Ok(s) => self.sub = Some(s),

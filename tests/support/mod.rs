@@ -29,6 +29,8 @@ use slotproxy::bootstrap::{
 };
 use tempfile::TempDir;
 
+pub mod raw;
+
 const INSTALL: &str = "apt-get install redis-server redis-tools";
 
 /// The `redis-server` binary. Panics, saying how to install it, when there is none.

@@ -1,5 +1,5 @@
-//! Reply framer tests: every RESP2/RESP3 type, attributes, chunking, hostile lengths, and the
-//! whole-reply fast path against the state machine.
+//! Reply framer tests: every RESP2/RESP3 type, attributes, chunking, hostile lengths, nesting
+//! far deeper than Redis produces, and the whole-reply fast path against the state machine.
 use super::*;
 use crate::protocol::split_check::assert_every_split_agrees;
 
@@ -119,14 +119,71 @@ fn three_megabyte_bulk_in_16k_chunks() {
     assert_eq!(&done.expect("complete")[..], &input[..]);
 }
 
+/// `depth` nested one-element arrays around `:1`, as Redis answers a self-referencing Lua
+/// table (~8,000 levels, then an error element), but as deep as asked.
+fn nested(depth: usize, header: &[u8]) -> Vec<u8> {
+    let mut input = header.repeat(depth);
+    input.extend_from_slice(b":1\r\n");
+    input
+}
+
 #[test]
-fn deep_nesting_is_an_error_not_a_stack_overflow() {
-    let input = b"*1\r\n".repeat(20_000);
-    assert_eq!(error_of(&input), ProtocolError::TooDeepReply);
-    // Up to the cap is fine.
-    let mut ok = b"*1\r\n".repeat(DEFAULT_MAX_DEPTH);
-    ok.extend_from_slice(b":1\r\n");
-    replies(&[&ok]);
+fn depth_100k_one_byte_at_a_time() {
+    // Two deep replies back to back, then a plain one: the state resets between them. Fed one
+    // byte per call (~800,000 calls), this finishes only because framing resumes where it
+    // stopped: re-scanning from byte 0 on each call would be ~10^11 steps.
+    let deep = nested(100_000, b"*1\r\n");
+    let (got, err) = frame_chunked(&[&deep[..], &deep, b"+OK\r\n"].concat(), 1);
+    assert_eq!(err, None);
+    let got: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
+    assert_eq!(got, [&deep[..], &deep, b"+OK\r\n"]);
+}
+
+#[test]
+fn depth_100k_in_big_chunks() {
+    let deep = nested(100_000, b"*1\r\n");
+    for chunk in [deep.len(), 64 * 1024, 16 * 1024, 4093] {
+        let (got, err) = frame_chunked(&[&deep[..], b":7\r\n"].concat(), chunk);
+        assert_eq!(err, None, "chunk {chunk}");
+        assert_eq!(got.len(), 2, "chunk {chunk}");
+        assert_eq!(&got[0][..], &deep[..], "chunk {chunk}");
+        assert_eq!(&got[1][..], b":7\r\n", "chunk {chunk}");
+    }
+}
+
+#[test]
+fn deep_resp3_aggregates_and_attributes() {
+    // Every aggregate type, nested alternately 30,000 levels deep; an attribute at every
+    // level annotates the value that follows it and is not one of its parent's elements.
+    let mut input = Vec::new();
+    for i in 0..30_000 {
+        input.extend_from_slice(match i % 4 {
+            0 => &b"*1\r\n"[..],
+            1 => b"~1\r\n",
+            2 => b"|1\r\n+a\r\n:1\r\n%1\r\n+k\r\n",
+            _ => b">1\r\n",
+        });
+    }
+    input.extend_from_slice(b"_\r\n");
+    replies(&[&input, b"+OK\r\n"]);
+}
+
+#[test]
+fn a_deep_reply_does_not_pin_its_stack() {
+    let mut framer = ReplyFramer::new();
+    let mut buf = BytesMut::from(&nested(10_000, b"*1\r\n")[..]);
+    assert!(framer.next_reply(&mut buf).unwrap().is_some());
+    assert!(framer.open.capacity() <= KEEP_OPEN);
+}
+
+#[test]
+fn split_array_keeps_deep_elements_whole() {
+    let deep = nested(50_000, b"*1\r\n");
+    let reply = Bytes::from([&b"*2\r\n"[..], &deep, b"$1\r\nx\r\n"].concat());
+    let parts = split_array(&reply).unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(&parts[0][..], &deep[..]);
+    assert_eq!(&parts[1][..], b"$1\r\nx\r\n");
 }
 
 #[test]
