@@ -9,6 +9,7 @@
 
 pub mod proxy;
 pub mod secure;
+pub mod tls_client;
 
 #[allow(unused_imports)]
 pub use proxy::Proxy;
@@ -304,6 +305,11 @@ impl Drop for Nodes {
             secure::unregister(spec.addr());
         }
     }
+}
+
+/// Sends `SIG<name>` to a process the test started; true if it was delivered.
+pub fn signal_pid(pid: u32, name: &str) -> bool {
+    signal(pid, name)
 }
 
 /// SIGKILLs `pid` and waits (bounded) until it is gone.

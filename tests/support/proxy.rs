@@ -137,6 +137,11 @@ impl Proxy {
         self.child.id()
     }
 
+    /// True while the proxy process has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The proxy's stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
