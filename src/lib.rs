@@ -13,6 +13,8 @@
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
 //! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
 //! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`auth`]: client users: who may log in (default and `[[users]]`), password checks, what
+//!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
@@ -32,10 +34,12 @@
 //! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
 //! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
 //!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
-//! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections.
+//! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections;
+//!   [`tls_listener`] accepts TLS clients and hands them to a session.
 //! - [`bootstrap`]: forming a cluster (`slotproxy bootstrap`, `down`, `up`).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backend;
 pub mod bootstrap;
 pub mod cluster;
@@ -53,3 +57,4 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tls_listener;

@@ -1,6 +1,7 @@
 //! Commands the proxy answers itself, as a standalone Redis would: PING, ECHO, QUIT, SELECT,
-//! HELLO, AUTH, CLIENT, INFO, RESET, READONLY, READWRITE. (COMMAND is forwarded: the cluster
-//! knows its commands best.)
+//! HELLO, AUTH, ACL WHOAMI, CLIENT, INFO, RESET, READONLY, READWRITE. (COMMAND is forwarded:
+//! the cluster knows its commands best.) Who may log in, and as whom, is `auth`'s decision.
+use crate::auth::{self, ClientAuth};
 use crate::protocol::command::{CommandInfo, Handling, SplitKind};
 use crate::protocol::framer::{parse_int, Request};
 use crate::protocol::reply::{
@@ -8,6 +9,7 @@ use crate::protocol::reply::{
 };
 use crate::proxy::Proxy;
 use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
 
 /// The Redis version the proxy presents itself as (the command set it forwards is 7.0's).
 pub const REDIS_VERSION: &str = "7.0.15";
@@ -18,7 +20,10 @@ pub struct ClientState {
     pub id: u64,
     pub proto: Proto,
     pub name: Option<Bytes>,
-    pub authed: bool,
+    /// Who the client is logged in as, and what it may run.
+    pub auth: ClientAuth,
+    /// The client's address (for logs), when the socket told it.
+    pub peer: Option<SocketAddr>,
 }
 
 /// What the session does with a locally handled command.
@@ -71,10 +76,6 @@ fn lossy(b: &[u8], max: usize) -> String {
     String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
 }
 
-pub fn noauth() -> Bytes {
-    reply::error("NOAUTH Authentication required.")
-}
-
 /// Answers a command whose handling is `Local`.
 pub fn answer(
     proxy: &Proxy,
@@ -100,10 +101,14 @@ pub fn answer(
         "reset" => {
             state.proto = Proto::Resp2;
             state.name = None;
-            state.authed = proxy.config().password.is_none();
+            state.auth.reset(proxy);
             Bytes::from_static(b"+RESET\r\n")
         }
-        "auth" => auth(proxy, state, req),
+        "auth" => {
+            let args: Vec<&[u8]> = (1..req.argc()).map(|i| req.arg(i)).collect();
+            auth::auth_command(proxy, &mut state.auth, state.peer, &args)
+        }
+        "acl" => reply::bulk(state.auth.user().as_bytes()), // ACL WHOAMI
         "hello" => hello(proxy, state, req),
         "client" => client(state, info, req),
         "info" => info_reply(proxy, state, req),
@@ -111,37 +116,6 @@ pub fn answer(
         _ => reply::error(&format!("ERR slotproxy does not answer '{name}'")),
     };
     Outcome::Reply(r)
-}
-
-fn check_password(proxy: &Proxy, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Bytes> {
-    let wrongpass =
-        || reply::error("WRONGPASS invalid username-password pair or user is disabled.");
-    if user.is_some_and(|u| u != b"default") {
-        return Err(wrongpass());
-    }
-    match &proxy.config().password {
-        None => Ok(()), // the default user has `nopass`: any password works
-        Some(p) if p.expose().as_bytes() == pass => Ok(()),
-        Some(_) => Err(wrongpass()),
-    }
-}
-
-fn auth(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
-    let result = match req.argc() {
-        2 if proxy.config().password.is_none() => Err(reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        )),
-        2 => check_password(proxy, None, req.arg(1)),
-        3 => check_password(proxy, Some(req.arg(1)), req.arg(2)),
-        _ => Err(reply::error("ERR syntax error")),
-    };
-    match result {
-        Ok(()) => {
-            state.authed = true;
-            Bytes::from_static(reply::OK)
-        }
-        Err(e) => e,
-    }
 }
 
 fn hello(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
@@ -163,14 +137,12 @@ fn hello(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
         i = 2;
     }
     let mut name = None;
+    let mut login = None;
     while i < req.argc() {
         let opt = req.arg(i).to_ascii_uppercase();
         match opt.as_slice() {
             b"AUTH" if i + 2 < req.argc() => {
-                if let Err(e) = check_password(proxy, Some(req.arg(i + 1)), req.arg(i + 2)) {
-                    return e;
-                }
-                state.authed = true;
+                login = Some((req.arg(i + 1), req.arg(i + 2)));
                 i += 3;
             }
             b"SETNAME" if i + 1 < req.argc() => {
@@ -188,8 +160,14 @@ fn hello(proxy: &Proxy, state: &mut ClientState, req: &Request) -> Bytes {
             }
         }
     }
-    if !state.authed {
-        return noauth();
+    // As Redis: options are checked first, then the login, then whether the client is in.
+    if let Some((user, pass)) = login {
+        if let Err(e) = state.auth.login(proxy, state.peer, Some(user), pass) {
+            return e;
+        }
+    }
+    if !state.auth.is_logged_in() {
+        return auth::hello_noauth();
     }
     state.proto = proto;
     if name.is_some() {

@@ -156,6 +156,7 @@ impl Subscription {
         out.extend_from_slice(bytes);
         out.extend_from_slice(&self.marker);
         self.write.write_all(&out).await?;
+        self.write.flush().await?;
         self.sent += 1;
         let want = self.sent;
         let markers = &self.markers;

@@ -11,6 +11,7 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::command::CommandTable;
 use crate::protocol::reply::{self, Proto};
 use crate::proxy::{Counters, Proxy};
+use crate::tls::ServerTls;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -22,6 +23,8 @@ pub struct Shared {
     pub config: Arc<arc_swap::ArcSwap<Config>>,
     /// Opens every connection to a node (credentials, TLS); reloadable.
     pub connector: Arc<Connector>,
+    /// The TLS client listener's context (certificate reloadable), when `tls_listen` is set.
+    pub tls: Option<Arc<ServerTls>>,
     pub commands: Arc<CommandTable>,
     pub metrics: Option<Arc<Metrics>>,
     pub counters: Arc<Counters>,
@@ -30,6 +33,10 @@ pub struct Shared {
 /// Loads the command table (from the cluster, else the shipped one) and builds the metrics.
 pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
     let connector = Arc::new(Connector::new(config)?);
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(ServerTls::new(t)?)),
+        None => None,
+    };
     if config
         .node_tls
         .as_ref()
@@ -47,6 +54,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
     Ok(Shared {
         config: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
         connector,
+        tls,
         commands,
         metrics,
         counters: Arc::new(Counters::default()),
@@ -163,7 +171,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) -> anyhow::Result<(
 
 /// A client's place under the client limit, given back when its session ends, however it ends:
 /// a session that panicked must not keep its place for the life of the process.
-struct ClientSlot(Arc<Proxy>);
+pub(crate) struct ClientSlot(pub(crate) Arc<Proxy>);
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
@@ -222,6 +230,73 @@ fn bind(addr: &str, reuse_port: bool, first: bool) -> anyhow::Result<TcpListener
     Ok(socket.listen(1024)?)
 }
 
+/// A worker's client listeners: plain TCP (unless `listen = "off"`) and TLS (with
+/// `tls_listen`).
+struct Listeners {
+    plain: Option<TcpListener>,
+    tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    fn bind(config: &Config, reuse_port: bool, first: bool) -> anyhow::Result<Listeners> {
+        let plain = match config.listen.as_str() {
+            crate::config::LISTEN_OFF => None,
+            addr => Some(bind(addr, reuse_port, first)?),
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(
+                bind(&t.listen, reuse_port, first)
+                    .map_err(|e| anyhow::anyhow!("{e:#} (tls_listen)"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { plain, tls })
+    }
+
+    /// The bound addresses (plain, TLS), for the other workers to join.
+    fn addrs(
+        &self,
+    ) -> std::io::Result<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
+        Ok((
+            self.plain.as_ref().map(|l| l.local_addr()).transpose()?,
+            self.tls.as_ref().map(|l| l.local_addr()).transpose()?,
+        ))
+    }
+
+    fn announce(&self, covered: usize) -> std::io::Result<()> {
+        let (plain, tls) = self.addrs()?;
+        if let Some(t) = tls {
+            tracing::info!("TLS clients on {t}");
+            println!("slotproxy tls: listening on {t}");
+        }
+        if let Some(a) = plain.or(tls) {
+            announce_ready(a, covered);
+        }
+        Ok(())
+    }
+
+    /// Serves both listeners until shutdown.
+    async fn serve(self, proxy: Arc<Proxy>, shared: &Shared) -> anyhow::Result<()> {
+        if let (Some(l), Some(tls)) = (self.tls, shared.tls.clone()) {
+            let tls_proxy = proxy.clone();
+            let serving = crate::tls_listener::serve(tls_proxy, l, tls, shutdown_signal());
+            match self.plain {
+                Some(_) => {
+                    tokio::spawn(serving);
+                }
+                None => {
+                    serving.await;
+                    return Ok(());
+                }
+            }
+        }
+        match self.plain {
+            Some(l) => serve(proxy, l).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Waits (at most 3 s) for a full topology; returns how many slots are covered.
 async fn await_topology(proxy: &Proxy) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -270,12 +345,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(async {
-                let listener = bind(&config.listen, false, true)?;
+                let listeners = Listeners::bind(&config, false, true)?;
                 let shared = prepare(&config).await?;
                 let proxy = worker(config.clone(), &shared);
                 start_metrics(&config, &proxy).await?;
-                announce_ready(listener.local_addr()?, await_topology(&proxy).await);
-                serve(proxy, listener).await
+                listeners.announce(await_topology(&proxy).await)?;
+                listeners.serve(proxy, &shared).await
             }),
         RuntimeShape::PerCore => run_per_core(config, threads),
     }
@@ -291,14 +366,19 @@ fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// one port), the others join its address with SO_REUSEPORT; worker 0 also serves metrics.
 fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
     let shared = current_thread_runtime()?.block_on(prepare(&config))?;
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<std::net::SocketAddr>>();
+    type Bound = (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>);
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<Bound>>();
     let mut handles = Vec::new();
     let mut addr = config.listen.clone();
+    let mut tls_addr = config.tls.as_ref().map(|t| t.listen.clone());
     // The worker that finds every worker's topology loaded announces readiness.
     let loaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..threads {
         let mut config = config.clone();
         config.listen = addr.clone();
+        if let (Some(t), Some(a)) = (config.tls.as_mut(), &tls_addr) {
+            t.listen = a.clone();
+        }
         let shared = shared.clone();
         let bound_tx = bound_tx.clone();
         let loaded = loaded.clone();
@@ -309,7 +389,7 @@ fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::from)
                     .and_then(|rt| {
                         rt.block_on(async {
-                            let listener = match bind(&config.listen, true, i == 0) {
+                            let listeners = match Listeners::bind(&config, true, i == 0) {
                                 Ok(l) => l,
                                 Err(e) => {
                                     let _ = bound_tx.send(Err(anyhow::anyhow!("{e:#}")));
@@ -320,15 +400,14 @@ fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
                             if i == 0 {
                                 start_metrics(&config, &proxy).await?;
                             }
-                            let local = listener.local_addr()?;
-                            let _ = bound_tx.send(Ok(local));
+                            let _ = bound_tx.send(Ok(listeners.addrs()?));
                             let covered = await_topology(&proxy).await;
                             if loaded.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
                                 == threads
                             {
-                                announce_ready(local, covered);
+                                listeners.announce(covered)?;
                             }
-                            serve(proxy, listener).await
+                            listeners.serve(proxy, &shared).await
                         })
                     });
                 if let Err(e) = &result {
@@ -338,7 +417,13 @@ fn run_per_core(config: Config, threads: usize) -> anyhow::Result<()> {
             })?;
         handles.push(handle);
         // Wait for this worker's bind before starting the next, so they share one address.
-        addr = bound_rx.recv()??.to_string();
+        let (plain, tls) = bound_rx.recv()??;
+        if let Some(a) = plain {
+            addr = a.to_string();
+        }
+        if let Some(a) = tls {
+            tls_addr = Some(a.to_string());
+        }
     }
     for h in handles {
         h.join()

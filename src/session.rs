@@ -22,12 +22,13 @@ use crate::pubsub::Subscription;
 use crate::reply_queue::ReplyQueue;
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
+use client_io::{ClientRead, TlsClientStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod client_io;
 mod subscribe;
 mod transaction;
 use transaction::Multi;
@@ -90,13 +91,33 @@ struct Pinned {
 
 /// Serves one client until it disconnects, quits or breaks the protocol.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
-    let id = proxy.next_session_id();
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (read, write) = stream.into_split();
+    serve(proxy, peer, read, write).await
+}
+
+/// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
+pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
+    let tcp = stream.get_ref().0;
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
+    let (read, write) = tokio::io::split(stream);
+    serve(proxy, peer, tokio::io::BufReader::new(read), write).await
+}
+
+async fn serve(
+    proxy: Arc<Proxy>,
+    peer: Option<SocketAddr>,
+    read: impl ClientRead,
+    write: impl AsyncWrite + Unpin + Send,
+) {
+    let id = proxy.next_session_id();
     let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
     let state = ClientState {
         id,
-        authed: proxy.config().password.is_none(),
+        auth: crate::auth::ClientAuth::on_connect(&proxy),
+        peer,
         ..Default::default()
     };
     let reader = Reader {
@@ -145,7 +166,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut read: OwnedReadHalf) {
+    async fn run(mut self, mut read: impl ClientRead) {
         let c = self.proxy.config_arc();
         let mut framer = RequestFramer::new(Limits {
             max_bulk_len: c.max_bulk_len,
@@ -175,7 +196,7 @@ impl Reader {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096.max(buf.len()));
             }
-            let n = match read_once(&mut read, &mut buf).await {
+            let n = match read.read_once(&mut buf).await {
                 Some(Ok(0)) | Some(Err(_)) => return,
                 Some(Ok(n)) => n,
                 None => {
@@ -284,8 +305,9 @@ impl Reader {
             return Step::Queue(Pending::Ready(e));
         }
         let name = info.name.as_str();
-        if !self.state.authed && !matches!(name, "auth" | "hello" | "quit" | "reset") {
-            return Step::Queue(Pending::Ready(local::noauth()));
+        if let Err(e) = self.state.auth.permit(&proxy, info) {
+            self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
+            return Step::Queue(Pending::Ready(e));
         }
         if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
             if !self.enter_lane(Lane::Pinned) {
@@ -485,22 +507,6 @@ fn park_spare(buf: BytesMut) {
 /// The largest spare read buffer kept per thread.
 const SPARE_MAX: usize = 64 * 1024;
 
-/// One read attempt: `None` instead of waiting when the socket has nothing. `read_buf` (unlike
-/// `try_read_buf`) marks the socket drained after a short read, which saves the next wait a
-/// WouldBlock read syscall.
-async fn read_once(read: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
-    use std::future::Future;
-    use std::task::Poll;
-    let mut fut = std::pin::pin!(read.read_buf(buf));
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match fut.as_mut().poll(cx) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => None,
-        })
-    })
-    .await
-}
-
 fn unsupported(info: &CommandInfo) -> Bytes {
     reply::error(&format!(
         "ERR slotproxy does not support '{}' (see README: what is not supported)",
@@ -509,7 +515,11 @@ fn unsupported(info: &CommandInfo) -> Bytes {
 }
 
 /// Writes replies in request order, batching whatever is ready into one write.
-async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQueue<Owed>) {
+async fn write_loop(
+    proxy: Arc<Proxy>,
+    mut write: impl AsyncWrite + Unpin,
+    queue: &ReplyQueue<Owed>,
+) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
     let mut next: Option<(Owed, Option<ReplyResult>)> = None;
@@ -593,6 +603,7 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
             // Large replies go out uncopied.
             if (!out.is_empty() && !flush(&mut write, &mut out).await)
                 || write.write_all(&bytes).await.is_err()
+                || write.flush().await.is_err()
             {
                 return;
             }
@@ -611,8 +622,9 @@ async fn write_loop(proxy: Arc<Proxy>, mut write: OwnedWriteHalf, queue: &ReplyQ
     }
 }
 
-async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> bool {
-    let ok = write.write_all(out).await.is_ok();
+/// Writes `out` and flushes it through (a no-op for TCP; TLS may hold records back otherwise).
+async fn flush(write: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> bool {
+    let ok = write.write_all(out).await.is_ok() && write.flush().await.is_ok();
     out.clear();
     if out.capacity() > 256 * 1024 {
         *out = BytesMut::new();

@@ -8,51 +8,9 @@ mod support;
 use slotproxy::protocol::framer::Request;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::standalone::Standalone;
 use support::{Cluster, Proxy};
-
-/// A standalone redis-server on a free port, stopped on drop.
-struct Standalone {
-    addr: SocketAddr,
-    child: std::process::Child,
-}
-
-impl Standalone {
-    fn start() -> Standalone {
-        let port = support::free_port();
-        let child = Command::new(support::redis_server_path())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        let s = Standalone {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(s.addr).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// xorshift64: the same pipeline on every run.
 struct Rng(u64);
@@ -177,7 +135,7 @@ fn after_hello(replies: Vec<u8>, hello: bool) -> Vec<u8> {
 fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
     let cluster = Cluster::start();
     let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let redis = Standalone::start();
+    let redis = Standalone::start(&[]);
     // RESP2, then RESP3 (whose replies the proxy forwards from RESP3 node connections, and
     // builds in RESP3 when it merges them).
     for (seed, resp3) in [(1u64, false), (2, false), (3, false), (4, true), (5, true)] {

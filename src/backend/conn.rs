@@ -342,7 +342,7 @@ async fn write_loop(
                     return Some(BackendError::Lost);
                 }
                 batch.clear();
-                if write.write_all(&j.bytes).await.is_err() {
+                if write.write_all(&j.bytes).await.is_err() || write.flush().await.is_err() {
                     return Some(BackendError::Lost);
                 }
             }
@@ -355,7 +355,8 @@ async fn write_loop(
         }
         hand_over(inflight, &mut owed);
         if !batch.is_empty() {
-            if write.write_all(&batch).await.is_err() {
+            // The flush is a no-op on TCP; TLS may otherwise hold the last records back.
+            if write.write_all(&batch).await.is_err() || write.flush().await.is_err() {
                 return Some(BackendError::Lost);
             }
             batch.clear();

@@ -145,6 +145,7 @@ async fn open(
         return Ok(stream);
     }
     stream.write_all(&hello.bytes).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut framer = ReplyFramer::new();
     let mut first_error: Option<ConnectError> = None;

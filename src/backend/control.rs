@@ -21,6 +21,7 @@ pub async fn query<A: AsRef<[u8]>>(
     let exchange = async {
         let mut s = connector.connect(addr, Setup::CONTROL, timeout).await?;
         s.write_all(Request::from_args(args).bytes()).await?;
+        s.flush().await?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut framer = ReplyFramer::new();
         loop {

@@ -291,18 +291,26 @@ impl Refresher {
             outcome = Outcome::Updated;
             break;
         }
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = if outcome == Outcome::Failed
-        {
-            failure
+        let failure = if outcome == Outcome::Failed {
+            Some(failure.unwrap_or_else(|| (false, "no node to ask".to_string())))
         } else {
             None
         };
-        if outcome == Outcome::Failed {
-            tracing::warn!(
-                trigger = trigger.as_str(),
-                "topology refresh failed: no node answered CLUSTER NODES (last: {})",
-                self.last_failure().as_deref().unwrap_or("no node to ask")
-            );
+        // Logged once per change of state (a new reason, or the first success after failures),
+        // not on every retry: an unreachable or refusing cluster is retried several times a
+        // second.
+        {
+            let mut last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+            match (last.as_ref().map(|(_, w)| w.as_str()), &failure) {
+                (Some(was), Some((_, why))) if was == why => {}
+                (_, Some((_, why))) => tracing::warn!(
+                    trigger = trigger.as_str(),
+                    "topology refresh failed: no node answered CLUSTER NODES (last: {why}); retrying"
+                ),
+                (Some(was), None) => tracing::info!("topology refresh works again (after: {was})"),
+                (None, None) => {}
+            }
+            *last = failure;
         }
         self.observer
             .refreshed(trigger, outcome, started.elapsed(), &self.view.load());

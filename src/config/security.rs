@@ -39,7 +39,8 @@ pub enum Access {
     /// Every command the proxy serves.
     #[default]
     All,
-    /// Commands the command table flags `readonly`, plus connection commands.
+    /// What Redis grants a user defined `+@read +@connection`: reads and connection commands
+    /// (the rule is `auth::requirement`).
     ReadOnly,
 }
 

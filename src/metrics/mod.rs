@@ -50,6 +50,8 @@ pub struct Metrics {
     client_connections: IntGauge,
     client_connections_total: IntCounter,
     clients_rejected_max_clients: IntCounter,
+    /// TLS clients whose handshake failed (plaintext on the TLS port, bad certificates).
+    clients_rejected_tls: IntCounter,
     /// Table position of each command id's entry (subcommands share their container's).
     command_index: Vec<u16>,
     commands: Vec<CommandEntry>,
@@ -59,6 +61,7 @@ pub struct Metrics {
     received_bytes: ShardedCounter,
     sent_bytes: ShardedCounter,
     protocol_errors: IntCounter,
+    auth_failures: IntCounter,
     backend_vecs: BackendVecs,
     nodes: Mutex<HashMap<SocketAddr, Arc<NodeStats>>>,
     redirections: [IntCounter; 2],
@@ -130,7 +133,7 @@ impl Metrics {
             )?,
             errors: counter_vec(
                 "slotproxy_backend_connection_errors_total",
-                "Connections to a node that could not be opened (error=connect), broke \
+                "Connections to a node that could not be opened (error=connect), were refused the proxy's credentials (error=auth) or TLS (error=tls), broke \
                  (error=lost) or were reset after a reply timeout (error=timeout).",
                 &["node", "error"],
             )?,
@@ -168,6 +171,11 @@ impl Metrics {
         r.register(Box::new(process::ProcessCollector::new()?))?;
 
         let roles = [Role::Master, Role::Replica];
+        let rejected = counter_vec(
+            "slotproxy_client_connections_rejected_total",
+            "Client connections refused, by reason.",
+            &["reason"],
+        )?;
         Ok(Metrics {
             client_connections: gauge(
                 "slotproxy_client_connections",
@@ -177,12 +185,8 @@ impl Metrics {
                 "slotproxy_client_connections_total",
                 "Client connections accepted (under the client limit).",
             )?,
-            clients_rejected_max_clients: counter_vec(
-                "slotproxy_client_connections_rejected_total",
-                "Client connections refused, by reason.",
-                &["reason"],
-            )?
-            .with_label_values(&["max_clients"]),
+            clients_rejected_max_clients: rejected.with_label_values(&["max_clients"]),
+            clients_rejected_tls: rejected.with_label_values(&["tls_handshake"]),
             command_index,
             commands,
             other_command: CommandEntry::new("other".into()),
@@ -193,6 +197,10 @@ impl Metrics {
                 "slotproxy_protocol_errors_total",
                 "Client connections closed because they sent malformed RESP or exceeded a \
                  request limit.",
+            )?,
+            auth_failures: counter(
+                "slotproxy_auth_failures_total",
+                "Client logins refused (AUTH or HELLO AUTH answered WRONGPASS).",
             )?,
             backend_vecs,
             nodes: Mutex::new(HashMap::new()),
@@ -235,6 +243,11 @@ impl Metrics {
         self.clients_rejected_max_clients.inc();
     }
 
+    /// A TLS client was closed because its handshake failed.
+    pub fn tls_handshake_failed(&self) {
+        self.clients_rejected_tls.inc();
+    }
+
     /// `n` bytes were read from a client; returns the time they arrived, for timing the
     /// commands in them ([`Timed::start`]).
     #[inline]
@@ -246,6 +259,11 @@ impl Metrics {
     /// A client broke the protocol (its connection is closed).
     pub fn protocol_error(&self) {
         self.protocol_errors.inc();
+    }
+
+    /// A client's AUTH (or HELLO AUTH) was refused.
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
     }
 
     // ---- commands ----

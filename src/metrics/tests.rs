@@ -144,6 +144,7 @@ fn nodes_retries_and_refreshes() {
     m.retry(RetryReason::Moved);
     m.retry(RetryReason::Moved);
     m.retry(RetryReason::TryAgain);
+    m.auth_failed();
 
     let nodes = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-16383\n\
                  e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:7002@17002 slave 07c37dfeb235213a872192d90877d0cd55635b91 0 0 1 connected\n";
@@ -175,6 +176,7 @@ fn nodes_retries_and_refreshes() {
         r#"slotproxy_topology_refreshes_total{result="updated",trigger="startup"} 1"#,
         r#"slotproxy_topology_refreshes_total{result="failed",trigger="timer"} 0"#,
         "slotproxy_topology_refresh_duration_seconds_count 1",
+        "slotproxy_auth_failures_total 1",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
         "process_open_fds ",

@@ -26,6 +26,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::framer::Request;
 use super::keyspec::{self, frame_bytes, string_list, KeyFinder, KeySpec};
+use crate::auth::{self, Requires};
 
 /// Dense index of a command in its table (stable for the table's life); used for metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,7 +106,8 @@ pub enum Handling {
     /// Split across slots when its keys span several, replies merged.
     Split(SplitKind),
     /// Answered by the proxy itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT (every
-    /// subcommand), COMMAND (every subcommand), INFO, RESET, READONLY, READWRITE.
+    /// subcommand), COMMAND (every subcommand), INFO, RESET, READONLY, READWRITE, ACL WHOAMI
+    /// (the client's user, not the proxy's user on the node).
     Local,
     /// Sent to every master and the replies merged as said: DBSIZE, KEYS, FLUSHALL, FLUSHDB,
     /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS, FUNCTION LOAD/DELETE/FLUSH/RESTORE (a library
@@ -147,6 +149,9 @@ pub struct CommandInfo {
     /// Flag `write`.
     pub write: bool,
     pub handling: Handling,
+    /// What a client must be to run it (logged in, full access), from its flags and ACL
+    /// categories; see [`crate::auth::requirement`].
+    pub requires: Requires,
     /// All flags as the server names them (`write`, `denyoom`, `movablekeys`, ...).
     pub flags: Vec<String>,
     /// Legacy key range: first key index (0 = none), last (negative = from the end), step.
@@ -535,16 +540,19 @@ fn parse_entry(frame: &OwnedFrame, top_level: bool) -> Result<Parsed, CommandTab
     subs.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let first_key = int(3)?;
     let has = |f: &str| flags.iter().any(|x| x == f);
+    let acl_categories = list(6)?;
+    let requires = auth::requirement(&name, &flags, &acl_categories, !subs.is_empty());
     let info = CommandInfo {
         id: CommandId::UNKNOWN,
         arity: int(1)?,
         readonly: has("readonly"),
         write: has("write"),
         handling: classify(&name, has("blocking")),
+        requires,
         first_key,
         last_key: int(4)?,
         step: int(5)?,
-        acl_categories: list(6)?,
+        acl_categories,
         tips: list(7)?,
         key_finder: KeyFinder::choose(&name, &key_specs, first_key),
         key_specs,
@@ -570,7 +578,7 @@ fn classify(name: &str, blocking: bool) -> Handling {
         "mset" => Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => Split(SplitKind::SumInts),
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "info" | "reset" | "readonly"
-        | "readwrite" => Local,
+        | "readwrite" | "acl|whoami" => Local,
         "dbsize" | "pubsub|numpat" => AllMasters(AllMastersReply::Sum),
         "keys" => AllMasters(AllMastersReply::Concat),
         "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
@@ -610,6 +618,7 @@ fn unknown_entry() -> CommandInfo {
         readonly: false,
         write: false,
         handling: Handling::Forward,
+        requires: Requires::FullAccess,
         flags: Vec::new(),
         first_key: 0,
         last_key: 0,

@@ -31,6 +31,7 @@ use slotproxy::bootstrap::{
 use tempfile::TempDir;
 
 pub mod raw;
+pub mod standalone;
 
 const INSTALL: &str = "apt-get install redis-server redis-tools";
 

@@ -381,6 +381,8 @@ fn handling_classification() {
         (&["reset"], Local),
         (&["readonly"], Local),
         (&["readwrite"], Local),
+        (&["acl", "whoami"], Local),
+        (&["acl", "list"], Forward),
         (&["dbsize"], AllMasters(AllMastersReply::Sum)),
         (&["keys", "*"], AllMasters(AllMastersReply::Concat)),
         (&["scan", "0"], Scan),
