@@ -9,20 +9,30 @@
 //!   slots, give distinct config epochs, `CLUSTER MEET`, `CLUSTER REPLICATE`, and wait until the
 //!   cluster is healthy; complete a half-formed cluster; recognise a formed one.
 //! - [`cluster_view`]: `CLUSTER NODES` parsing and slot arithmetic for the above.
-//! - [`node_client`]: a tiny blocking RESP2 client for the few commands sent.
+//! - [`node_client`]: a tiny blocking RESP2 client for the few commands sent, over TLS and
+//!   authenticated when the nodes require it.
+//! - [`security`]: what spawned nodes require (a password or an ACL user, TLS), as `redis.conf`
+//!   lines, and how bootstrap gets in.
+//! - [`pidfile`]: the pid file of the proxy `up` runs, so `down` stops it too.
+//! - [`certs`]: a CA, node and client certificates for a local TLS cluster (and for tests).
 //!
 //! Everything here is blocking std code: it runs once, before (or instead of) serving.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod certs;
 pub mod cluster_view;
 pub mod form;
 pub mod node_client;
+pub mod pidfile;
 pub mod plan;
+pub mod security;
 pub mod spawn;
 
 pub use form::{form_cluster, FormOptions, FormReport};
+pub use node_client::NodeAccess;
+pub use security::{NodeCredentials, NodeSecurity};
 pub use spawn::{spawn_local, start_node, stop_local, NodeSpec, NODE_COUNT};
 
 /// `slotproxy bootstrap` arguments.
@@ -48,12 +58,25 @@ pub struct BootstrapArgs {
     /// Seconds to wait for each step (nodes meeting, replicas syncing, cluster_state:ok).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// File whose first line is the nodes' password. With --spawn the nodes get `requirepass`
+    /// and `masterauth` (or, with --node-user, an ACL user); with --nodes, bootstrap
+    /// authenticates with it.
+    #[arg(long)]
+    pub node_password_file: Option<PathBuf>,
+    /// ACL user: with --spawn the nodes get this user (all commands, keys and channels) and
+    /// their default user is turned off; with --nodes, bootstrap authenticates as it.
+    #[arg(long, requires = "node_password_file")]
+    pub node_user: Option<String>,
+    /// With --spawn: the nodes speak only TLS (clients, replication, cluster bus) and require
+    /// client certificates; a CA, node and client certificates are generated into DIR/tls.
+    #[arg(long, conflicts_with = "nodes")]
+    pub tls: bool,
 }
 
 /// `slotproxy down` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DownArgs {
-    /// The directory `bootstrap --spawn` used.
+    /// The directory `bootstrap --spawn` (or `up`) used.
     #[arg(long, default_value = "cluster")]
     pub dir: PathBuf,
     /// Also delete the nodes' directories (configs, data, logs).
@@ -64,29 +87,69 @@ pub struct DownArgs {
 /// Runs `slotproxy bootstrap`.
 pub fn run_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
     let progress = Progress::stdout();
-    let opts = FormOptions {
+    let mut opts = FormOptions {
         timeout: Duration::from_secs(args.timeout.max(1)),
         ..FormOptions::default()
     };
     let addrs = if args.spawn {
         let bind = parse_bind(&args.bind)?;
+        let security = NodeSecurity::from_flags(
+            &args.dir,
+            bind,
+            args.node_password_file.as_deref(),
+            args.node_user.as_deref(),
+            args.tls,
+        )?;
+        opts.access = security.access()?;
+        report_security(&security, &progress);
         spawn_local(
             &args.dir,
             args.base_port,
             bind,
             NodeSpec::DEFAULT_TIMEOUT_MS,
+            &security,
             &progress,
         )?
     } else {
+        let password = match &args.node_password_file {
+            Some(file) => Some(
+                crate::config::security::read_secret_file(file).map_err(BootstrapError::Invalid)?,
+            ),
+            None => None,
+        };
+        opts.access.auth = crate::config::NodeAuth {
+            user: args.node_user.clone(),
+            password,
+        };
         resolve_nodes(&args.nodes)?
     };
     form_cluster(&addrs, &opts, &progress)?;
     Ok(())
 }
 
-/// Runs `slotproxy down`.
+/// Says what the spawned nodes will require, and where the certificates are.
+fn report_security(security: &NodeSecurity, progress: &Progress) {
+    match security.auth.as_ref().map(|a| a.user.as_deref()) {
+        None => {}
+        Some(None) => progress.step("nodes require a password (requirepass, masterauth)"),
+        Some(Some(user)) => progress.step(&format!(
+            "nodes admit only the ACL user {user:?} (the default user is off)"
+        )),
+    }
+    if let Some(tls) = &security.tls {
+        progress.step(&format!(
+            "nodes speak only TLS and require client certificates; CA, node and client \
+             certificates in {}",
+            tls.dir.display()
+        ));
+    }
+}
+
+/// Runs `slotproxy down`: the proxy `up` started (if any), then the nodes.
 pub fn run_down(args: &DownArgs) -> anyhow::Result<()> {
-    stop_local(&args.dir, args.purge, &Progress::stdout())?;
+    let progress = Progress::stdout();
+    pidfile::stop_proxy(&args.dir, &progress)?;
+    stop_local(&args.dir, args.purge, &progress)?;
     Ok(())
 }
 
@@ -97,20 +160,36 @@ pub fn ensure_local_cluster(
     base_port: u16,
     bind: &str,
 ) -> anyhow::Result<Vec<SocketAddr>> {
-    let progress = Progress::stdout();
     let bind = parse_bind(bind)?;
+    ensure_local_cluster_with(dir, base_port, bind, &NodeSecurity::default())
+}
+
+/// [`ensure_local_cluster`] for nodes that require `security` (a password or ACL user, TLS).
+pub fn ensure_local_cluster_with(
+    dir: &Path,
+    base_port: u16,
+    bind: IpAddr,
+    security: &NodeSecurity,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let progress = Progress::stdout();
+    report_security(security, &progress);
     let addrs = spawn_local(
         dir,
         base_port,
         bind,
         NodeSpec::DEFAULT_TIMEOUT_MS,
+        security,
         &progress,
     )?;
-    form_cluster(&addrs, &FormOptions::default(), &progress)?;
+    let opts = FormOptions {
+        access: security.access()?,
+        ..FormOptions::default()
+    };
+    form_cluster(&addrs, &opts, &progress)?;
     Ok(addrs)
 }
 
-fn parse_bind(bind: &str) -> Result<IpAddr, BootstrapError> {
+pub fn parse_bind(bind: &str) -> Result<IpAddr, BootstrapError> {
     bind.parse().map_err(|_| {
         BootstrapError::Invalid(format!(
             "--bind {bind:?} is not an IP address (use e.g. 127.0.0.1)"

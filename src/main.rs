@@ -1,7 +1,7 @@
 //! The `slotproxy` binary: `serve` runs the proxy, `bootstrap` forms a cluster, `down` stops a
 //! spawned one, and `up` does both for a newcomer (a local cluster and the proxy in front of it).
 use clap::{Parser, Subcommand};
-use slotproxy::bootstrap::{self, BootstrapArgs, DownArgs};
+use slotproxy::bootstrap::{self, BootstrapArgs, DownArgs, NodeCredentials, NodeSecurity};
 use slotproxy::config::{Config, ServeArgs};
 use std::path::PathBuf;
 
@@ -22,27 +22,33 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Form a six-node cluster (3 masters, 3 replicas), spawning the nodes or from given ones.
     Bootstrap(BootstrapArgs),
-    /// Stop the nodes `bootstrap --spawn` started.
+    /// Stop the nodes `bootstrap --spawn` started (and the proxy `up` started there).
     Down(DownArgs),
     /// Start a local six-node cluster if none is running, then serve in front of it.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
 }
 
+/// `up` takes every `serve` setting (`--config`, `--password`, `--read-from`, ...); the seeds
+/// are its own nodes. `--node-password-file` / `--node-user` (or the same settings in the file
+/// or environment) protect the nodes it spawns and are what the proxy presents to them.
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Where the nodes keep their configs, data, logs and pid files.
+    /// Where the nodes keep their configs, data, logs and pid files (and `up` its own pid file).
     #[arg(long, default_value = "./cluster")]
     dir: PathBuf,
     /// First node port; the six nodes use base..base+5 (and +10000 for the cluster bus).
     #[arg(long, default_value_t = 5001)]
     base_port: u16,
-    /// Address the proxy listens on.
-    #[arg(long, default_value = "127.0.0.1:7777")]
-    listen: String,
-    /// Address for /metrics.
-    #[arg(long, default_value = "127.0.0.1:9121")]
-    metrics_listen: String,
+    /// The nodes speak only TLS and require client certificates; certificates are generated
+    /// into DIR/tls and the proxy speaks TLS to the nodes with them.
+    #[arg(long)]
+    tls: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
+
+/// Where `up`'s proxy serves /metrics unless told otherwise.
+const UP_METRICS_LISTEN: &str = "127.0.0.1:9121";
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -52,7 +58,7 @@ fn main() -> std::process::ExitCode {
             .and_then(|config| serve(config, Some(*args))),
         Command::Bootstrap(args) => bootstrap::run_bootstrap(&args),
         Command::Down(args) => bootstrap::run_down(&args),
-        Command::Up(args) => up(args),
+        Command::Up(args) => up(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -64,14 +70,50 @@ fn main() -> std::process::ExitCode {
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
-    let nodes = bootstrap::ensure_local_cluster(&args.dir, args.base_port, "127.0.0.1")?;
-    let config = Config {
-        listen: args.listen,
-        seeds: nodes.iter().map(|a| a.to_string()).collect(),
-        metrics_listen: Some(args.metrics_listen),
-        ..Config::default()
+    let bind = bootstrap::parse_bind("127.0.0.1")?;
+    let specs = bootstrap::spawn::local_specs(
+        &args.dir,
+        args.base_port,
+        bind,
+        bootstrap::NodeSpec::DEFAULT_TIMEOUT_MS,
+        &NodeSecurity::default(),
+    )?;
+    let mut serve_args = args.serve.clone();
+    serve_args.seeds = specs.iter().map(|s| s.addr().to_string()).collect();
+    if serve_args.metrics_listen.is_none() {
+        serve_args.metrics_listen = Some(UP_METRICS_LISTEN.into());
+    }
+    let tls = args
+        .tls
+        .then(|| bootstrap::certs::CertPaths::in_dir(&bootstrap::security::tls_dir(&args.dir)));
+    if let Some(paths) = &tls {
+        serve_args.node_tls = true;
+        serve_args.node_tls_ca_file = Some(paths.ca_cert.clone());
+        serve_args.node_tls_cert_file = Some(paths.client_cert.clone());
+        serve_args.node_tls_key_file = Some(paths.client_key.clone());
+    }
+    let config = Config::resolve(&serve_args)?;
+    let security = NodeSecurity {
+        auth: config
+            .node_auth
+            .password
+            .clone()
+            .map(|password| NodeCredentials {
+                user: config.node_auth.user.clone(),
+                password,
+                rules: bootstrap::security::ALL_RULES.into(),
+            }),
+        tls: match &tls {
+            Some(_) => Some(bootstrap::certs::ensure(
+                &bootstrap::security::tls_dir(&args.dir),
+                &[bind],
+            )?),
+            None => None,
+        },
     };
-    config.validate()?;
+    security.check()?;
+    bootstrap::ensure_local_cluster_with(&args.dir, args.base_port, bind, &security)?;
+    let _pid_file = bootstrap::pidfile::ProxyPidFile::create(&args.dir)?;
     println!(
         "slotproxy: cluster is up; starting the proxy on {} (try: redis-cli -p {} ping)",
         config.listen,

@@ -562,3 +562,43 @@ fn harness_cluster_starts_serves_and_cleans_up() {
     }
     assert!(!dir.exists(), "Drop left {}", dir.display());
 }
+
+#[test]
+fn nodes_with_a_password_are_refused_without_it_and_formed_with_it() {
+    let opts = ClusterOptions {
+        auth: Some(support::secure::password("form me")),
+        ..ClusterOptions::default()
+    };
+    let nodes = Nodes::start(6, &opts);
+    let list = nodes
+        .addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let bin = env!("CARGO_BIN_EXE_slotproxy");
+    let without = std::process::Command::new(bin)
+        .args(["bootstrap", "--nodes", &list])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success());
+    assert!(
+        err.contains("requires a password") && err.contains("--node-password-file"),
+        "{err}"
+    );
+    let with = std::process::Command::new(bin)
+        .args(["bootstrap", "--nodes", &list, "--node-password-file"])
+        .arg(support::secure::password_file(nodes.dir()))
+        .output()
+        .unwrap();
+    assert!(
+        with.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&with.stdout),
+        String::from_utf8_lossy(&with.stderr)
+    );
+    for a in nodes.addrs() {
+        assert_eq!(cluster_info(a, "cluster_state"), "ok");
+    }
+}

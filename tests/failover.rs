@@ -13,6 +13,7 @@ use support::{Cluster, ClusterOptions, Nodes, Proxy};
 fn killing_a_master_costs_only_its_own_slots_and_only_until_failover() {
     let cluster = Cluster::start_with(ClusterOptions {
         node_timeout_ms: 2000,
+        ..ClusterOptions::default()
     });
     let proxy = Proxy::start(&cluster.nodes(), &["--command-timeout-ms", "1000"]);
     let mut c = proxy.client();

@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::cluster_view::{format_ranges, NodeLine};
-use super::node_client::{NodeClient, NodeError, Reply};
+use super::node_client::{NodeAccess, NodeClient, NodeError, Reply};
 use super::plan::{assess, Assessment, Plan, Snapshot};
 use super::spawn::BUS_PORT_OFFSET;
 use super::{BootstrapError, Progress};
@@ -21,6 +21,8 @@ pub struct FormOptions {
     pub timeout: Duration,
     /// Longest wait for a node to answer at all (and the timeout of each command).
     pub answer_timeout: Duration,
+    /// Credentials and TLS for the nodes.
+    pub access: NodeAccess,
 }
 
 impl Default for FormOptions {
@@ -28,6 +30,7 @@ impl Default for FormOptions {
         FormOptions {
             timeout: Duration::from_secs(60),
             answer_timeout: Duration::from_secs(5),
+            access: NodeAccess::default(),
         }
     }
 }
@@ -147,16 +150,32 @@ pub fn form_cluster(
 fn inspect(addr: SocketAddr, opts: &FormOptions) -> Result<Node, BootstrapError> {
     let deadline = Instant::now() + opts.answer_timeout;
     let mut client = loop {
-        let attempt = NodeClient::connect(addr, opts.answer_timeout).map_err(NodeError::from);
+        let attempt = NodeClient::connect_with(addr, opts.answer_timeout, &opts.access);
         let error = match attempt.and_then(|mut c| c.call(&["PING"]).map(|r| (c, r))) {
             Ok((c, Reply::Status(pong))) if pong == "PONG" => break c,
+            Err(NodeError::Auth(e)) => {
+                return Err(BootstrapError::Refused {
+                    addr,
+                    reason: format!("refused the credentials ({e})"),
+                    fix: "give the nodes' password with --node-password-file (and their ACL \
+                          user with --node-user)"
+                        .into(),
+                })
+            }
+            Ok((_, Reply::Error(e))) if e.starts_with("NOAUTH") => {
+                return Err(BootstrapError::Refused {
+                    addr,
+                    reason: format!("requires a password ({e})"),
+                    fix: "give the nodes' password with --node-password-file (and their ACL \
+                          user with --node-user)"
+                        .into(),
+                })
+            }
             Ok((_, Reply::Error(e))) if !e.starts_with("LOADING") => {
                 return Err(BootstrapError::Refused {
                     addr,
                     reason: format!("answers PING with {e:?}"),
-                    fix:
-                        "bootstrap forms nodes without passwords (no requirepass) that answer PING"
-                            .into(),
+                    fix: "bootstrap forms nodes that answer PING".into(),
                 })
             }
             Ok((_, reply)) => format!("{reply:?}"),

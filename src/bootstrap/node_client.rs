@@ -4,10 +4,17 @@
 //! Bootstrap runs once, before any serving, against nodes it trusts; a synchronous socket with
 //! timeouts keeps it simple and keeps tokio out of a one-shot command-line tool. Replies are
 //! parsed here (RESP2 only: the client never says `HELLO 3`) with caps on lengths and nesting.
+//!
+//! [`NodeAccess`] says how to reach password-protected and TLS nodes: the connection speaks TLS
+//! (rustls over the std socket, with the same contexts the proxy builds, `crate::tls`) and says
+//! `AUTH` before anything else, so no command can go out unauthenticated.
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::config::{NodeAuth, NodeTls};
 
 /// Longest bulk string accepted (a `CLUSTER NODES` reply is a few KB).
 const MAX_BULK: usize = 64 << 20;
@@ -35,28 +42,131 @@ pub enum NodeError {
     Unexpected(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("the node refused the credentials: {0}")]
+    Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How to reach nodes: credentials to present and TLS to speak. The default is plain TCP with
+/// no `AUTH`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeAccess {
+    pub auth: NodeAuth,
+    pub tls: Option<NodeTlsContext>,
+}
+
+/// TLS towards nodes: the settings (for the server name) and the context built from them.
+#[derive(Debug, Clone)]
+pub struct NodeTlsContext {
+    pub settings: NodeTls,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl NodeAccess {
+    /// Builds the TLS context, if any, from its files (errors name the file).
+    pub fn new(auth: NodeAuth, tls: Option<&NodeTls>) -> Result<NodeAccess, crate::tls::TlsError> {
+        let tls = match tls {
+            Some(settings) => Some(NodeTlsContext {
+                config: crate::tls::client_config(settings)?,
+                settings: settings.clone(),
+            }),
+            None => None,
+        };
+        Ok(NodeAccess { auth, tls })
+    }
+
+    /// The `AUTH` command to send first, if any.
+    fn auth_command(&self) -> Option<Vec<&str>> {
+        let password = self.auth.password.as_ref()?.expose();
+        Some(match &self.auth.user {
+            Some(user) => vec!["AUTH", user, password],
+            None => vec!["AUTH", password],
+        })
+    }
+}
+
+/// The socket under a [`NodeClient`]: plain, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// A blocking connection to one node.
 pub struct NodeClient {
     addr: SocketAddr,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: BufReader<Stream>,
 }
 
 impl NodeClient {
-    /// Connects with `timeout` for the connect and for every later read and write.
+    /// Connects over plain TCP without `AUTH`, with `timeout` for the connect and for every
+    /// later read and write.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<NodeClient> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
-        let writer = stream.try_clone()?;
+        let tcp = tcp_connect(addr, timeout)?;
         Ok(NodeClient {
             addr,
-            reader: BufReader::new(stream),
-            writer,
+            stream: BufReader::new(Stream::Plain(tcp)),
         })
+    }
+
+    /// Connects as `access` says: the TLS handshake (if any) completes and `AUTH` (if any) is
+    /// accepted before this returns. A refused `AUTH` is [`NodeError::Auth`] with Redis's text.
+    pub fn connect_with(
+        addr: SocketAddr,
+        timeout: Duration,
+        access: &NodeAccess,
+    ) -> Result<NodeClient, NodeError> {
+        let mut tcp = tcp_connect(addr, timeout)?;
+        let stream = match &access.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let name = crate::tls::node_server_name(&tls.settings, addr);
+                let mut conn = rustls::ClientConnection::new(tls.config.clone(), name)
+                    .map_err(|e| NodeError::Tls(e.to_string()))?;
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut tcp).map_err(|e| {
+                        NodeError::Tls(format!("handshake with {addr} failed: {e}"))
+                    })?;
+                }
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
+        let mut client = NodeClient {
+            addr,
+            stream: BufReader::new(stream),
+        };
+        if let Some(auth) = access.auth_command() {
+            match client.call(&auth)? {
+                Reply::Status(ok) if ok == "OK" => {}
+                Reply::Error(e) => return Err(NodeError::Auth(e)),
+                other => return Err(NodeError::Unexpected(format!("AUTH answered {other:?}"))),
+            }
+        }
+        Ok(client)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -65,8 +175,10 @@ impl NodeClient {
 
     /// Sends one command and reads its reply. A Redis error reply is `Ok(Reply::Error)`.
     pub fn call(&mut self, args: &[&str]) -> Result<Reply, NodeError> {
-        self.writer.write_all(&encode_command(args))?;
-        read_reply(&mut self.reader, 0)
+        let out = self.stream.get_mut();
+        out.write_all(&encode_command(args))?;
+        out.flush()?;
+        read_reply(&mut self.stream, 0)
     }
 
     /// Sends one command; a Redis error reply becomes `NodeError::Redis`.
@@ -117,6 +229,14 @@ impl NodeClient {
             other => Err(NodeError::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+fn tcp_connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Encodes a command as a RESP array of bulk strings.

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::node_client::{NodeClient, Reply};
+use super::node_client::{NodeAccess, NodeClient, Reply};
+use super::security::NodeSecurity;
 use super::{connect_addr, BootstrapError, Progress};
 
 /// Nodes in a local cluster: three masters and three replicas.
@@ -34,6 +35,8 @@ pub struct NodeSpec {
     pub dir: PathBuf,
     /// `cluster-node-timeout`, in milliseconds.
     pub node_timeout_ms: u64,
+    /// Password or ACL user, and TLS, the node requires.
+    pub security: NodeSecurity,
 }
 
 impl NodeSpec {
@@ -54,10 +57,16 @@ impl NodeSpec {
         connect_addr(self.bind, self.port)
     }
 
-    /// The node's `redis.conf`: the template with every placeholder filled.
+    /// The node's `redis.conf`: the template with every placeholder filled, then what its
+    /// [`NodeSecurity`] requires (under TLS the plain port is 0 and `tls-port` is the port).
     pub fn render_config(&self) -> String {
-        let out = NODE_TEMPLATE
-            .replace("{{port}}", &self.port.to_string())
+        let plain_port = if self.security.tls.is_some() {
+            0
+        } else {
+            self.port
+        };
+        let mut out = NODE_TEMPLATE
+            .replace("{{port}}", &plain_port.to_string())
             .replace("{{bind}}", &self.bind.to_string())
             .replace(
                 "{{cluster_node_timeout}}",
@@ -67,14 +76,14 @@ impl NodeSpec {
             .replace("{{pidfile}}", &quote(&self.pid_path()))
             .replace("{{logfile}}", &quote(&self.log_path()));
         assert!(!out.contains("{{"), "unfilled placeholder in node template");
+        out.push_str(&self.security.config_lines(self.port));
         out
     }
 }
 
 /// A path as a double-quoted redis.conf string.
 fn quote(path: &Path) -> String {
-    let s = path.display().to_string();
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    super::security::quote(&path.display().to_string())
 }
 
 /// `redis-server` on `PATH`.
@@ -107,13 +116,15 @@ pub fn check_ports_free(bind: IpAddr, port: u16) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-/// True if something at `addr` answers `PING` with `PONG` right now.
+/// True if something at `addr` answers `PING` with `PONG` right now (plain TCP, no `AUTH`).
 pub fn answers_ping(addr: SocketAddr) -> bool {
-    NodeClient::connect(addr, Duration::from_millis(500))
-        .and_then(|mut c| {
-            c.call(&["PING"])
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        })
+    answers_ping_with(addr, &NodeAccess::default())
+}
+
+/// True if the node at `addr`, reached as `access` says, answers `PING` with `PONG` right now.
+pub fn answers_ping_with(addr: SocketAddr, access: &NodeAccess) -> bool {
+    NodeClient::connect_with(addr, Duration::from_millis(1000), access)
+        .and_then(|mut c| c.call(&["PING"]))
         .is_ok_and(|r| r == Reply::Status("PONG".into()))
 }
 
@@ -122,9 +133,10 @@ pub fn answers_ping(addr: SocketAddr) -> bool {
 pub fn start_node(redis_server: &Path, spec: &NodeSpec) -> Result<u32, BootstrapError> {
     let io_err = |context: String| move |source| BootstrapError::Io { context, source };
     fs::create_dir_all(&spec.dir).map_err(io_err(format!("creating {}", spec.dir.display())))?;
+    let access = spec.security.access()?;
     let conf = spec.conf_path();
     if !conf.exists() {
-        fs::write(&conf, spec.render_config())
+        write_private(&conf, &spec.render_config())
             .map_err(io_err(format!("writing {}", conf.display())))?;
     }
     // A pid file left by a node that died would mislead the wait below.
@@ -156,7 +168,7 @@ pub fn start_node(redis_server: &Path, spec: &NodeSpec) -> Result<u32, Bootstrap
                     detail: format!("it exited right after starting{}", log_tail(spec)),
                 });
             }
-            if answers_ping(addr) {
+            if answers_ping_with(addr, &access) {
                 return Ok(pid);
             }
         }
@@ -170,6 +182,19 @@ pub fn start_node(redis_server: &Path, spec: &NodeSpec) -> Result<u32, Bootstrap
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+/// Writes a file only its owner may read (a node's config may hold its password).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// The last lines of a node's log, for error messages.
@@ -193,6 +218,7 @@ pub fn local_specs(
     base_port: u16,
     bind: IpAddr,
     node_timeout_ms: u64,
+    security: &NodeSecurity,
 ) -> Result<Vec<NodeSpec>, BootstrapError> {
     let last = u32::from(base_port) + u32::from(NODE_COUNT) - 1 + u32::from(BUS_PORT_OFFSET);
     if base_port == 0 || last > u32::from(u16::MAX) {
@@ -215,6 +241,7 @@ pub fn local_specs(
             bind,
             dir: dir.join(format!("node-{}", base_port + i)),
             node_timeout_ms,
+            security: security.clone(),
         })
         .collect())
 }
@@ -226,10 +253,11 @@ pub fn spawn_local(
     base_port: u16,
     bind: IpAddr,
     node_timeout_ms: u64,
+    security: &NodeSecurity,
     progress: &Progress,
 ) -> Result<Vec<SocketAddr>, BootstrapError> {
     let redis_server = find_redis_server()?;
-    let specs = local_specs(dir, base_port, bind, node_timeout_ms)?;
+    let specs = local_specs(dir, base_port, bind, node_timeout_ms, security)?;
     progress.step(&format!(
         "checking {} local nodes on ports {}-{} under {} (redis-server: {})",
         specs.len(),
@@ -268,12 +296,15 @@ pub fn spawn_local(
 /// Waits for an already running node to answer (it may still be loading its data).
 fn wait_answering(spec: &NodeSpec) -> Result<(), BootstrapError> {
     let deadline = Instant::now() + START_WAIT;
-    while !answers_ping(spec.addr()) {
+    let access = spec.security.access()?;
+    while !answers_ping_with(spec.addr(), &access) {
         if Instant::now() >= deadline {
             return Err(BootstrapError::NoAnswer {
                 addr: spec.addr(),
                 secs: START_WAIT.as_secs(),
-                detail: "its process runs but does not answer PING".into(),
+                detail: "its process runs but does not answer PING (with the credentials \
+                         and TLS given now, if any)"
+                    .into(),
                 fix: format!(
                     "see {}; stop it with `slotproxy down --dir {}`",
                     spec.log_path().display(),
@@ -343,6 +374,10 @@ pub fn stop_local(dir: &Path, purge: bool, progress: &Progress) -> Result<(), Bo
                 source,
             })?;
             progress.detail(&format!("removed {}", node_dir.display()));
+        }
+        let tls_dir = super::security::tls_dir(dir);
+        if tls_dir.is_dir() && fs::remove_dir_all(&tls_dir).is_ok() {
+            progress.detail(&format!("removed {} (certificates)", tls_dir.display()));
         }
         if fs::remove_dir(dir).is_ok() {
             progress.detail(&format!("removed {}", dir.display()));
@@ -431,6 +466,7 @@ mod tests {
             bind: "127.0.0.1".parse().unwrap(),
             dir: PathBuf::from("/tmp/my \"cluster\"/node-5001"),
             node_timeout_ms: 2000,
+            security: NodeSecurity::default(),
         };
         let conf = spec.render_config();
         for line in [
@@ -456,9 +492,10 @@ mod tests {
     fn refuses_base_ports_whose_bus_ports_overflow() {
         let dir = std::env::temp_dir();
         let bind = "127.0.0.1".parse().unwrap();
-        assert!(local_specs(&dir, 55531, bind, 3000).is_err());
-        assert!(local_specs(&dir, 0, bind, 3000).is_err());
-        let specs = local_specs(&dir, 55530, bind, 3000).unwrap();
+        let none = NodeSecurity::default();
+        assert!(local_specs(&dir, 55531, bind, 3000, &none).is_err());
+        assert!(local_specs(&dir, 0, bind, 3000, &none).is_err());
+        let specs = local_specs(&dir, 55530, bind, 3000, &none).unwrap();
         assert_eq!(specs.len(), 6);
         assert_eq!(specs[5].port, 55535);
         assert!(specs[0].dir.ends_with("node-55530"));

@@ -3,14 +3,21 @@
 //!
 //! Use it with `mod support;` from a test file. Clusters are formed with slotproxy's own
 //! `bootstrap` library code. A missing redis-server fails the test with the install command; no
-//! test silently skips.
+//! test silently skips. Nodes may require a password, an ACL user or TLS ([`secure`]); every
+//! helper here reaches them with what they require.
 #![allow(dead_code)]
+
+pub mod proxy;
+pub mod secure;
+pub mod tls_client;
+
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
@@ -18,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use slotproxy::bootstrap::cluster_view::{parse_cluster_nodes, NodeLine};
 use slotproxy::bootstrap::spawn::{is_redis_process, signal, start_node};
-use slotproxy::bootstrap::{form_cluster, FormOptions, NodeSpec, Progress};
+use slotproxy::bootstrap::{
+    form_cluster, FormOptions, NodeCredentials, NodeSecurity, NodeSpec, Progress,
+};
 use tempfile::TempDir;
 
 pub mod raw;
@@ -112,12 +121,18 @@ pub fn free_base_port(count: u16) -> u16 {
 pub struct ClusterOptions {
     /// `cluster-node-timeout` in ms; tests that kill masters want 2000 for quick failovers.
     pub node_timeout_ms: u64,
+    /// A password (`secure::password`) or an ACL user (`secure::acl_user`) the nodes require.
+    pub auth: Option<NodeCredentials>,
+    /// The nodes speak only TLS, with certificates generated into the nodes' temp dir.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             node_timeout_ms: 3000,
+            auth: None,
+            tls: false,
         }
     }
 }
@@ -126,6 +141,7 @@ impl Default for ClusterOptions {
 /// `bootstrap --nodes`). Stopped by pid, and their temp dir removed, on drop.
 pub struct Nodes {
     redis_server: PathBuf,
+    security: NodeSecurity,
     specs: Vec<NodeSpec>,
     pids: Mutex<Vec<Option<u32>>>,
     // Dropped after `Drop::drop` has stopped the nodes.
@@ -140,9 +156,11 @@ impl Nodes {
             .prefix("slotproxy-nodes-")
             .tempdir()
             .expect("creating a temp dir");
+        let security = secure::node_security(dir.path(), opts);
         // Built before starting anything, so a failure part-way still stops what started.
         let mut nodes = Nodes {
             redis_server,
+            security,
             specs: Vec::new(),
             pids: Mutex::new(Vec::new()),
             dir,
@@ -163,7 +181,13 @@ impl Nodes {
                 bind: "127.0.0.1".parse().unwrap(),
                 dir: self.dir.path().join(format!("node-{port}")),
                 node_timeout_ms: opts.node_timeout_ms,
+                security: self.security.clone(),
             };
+            let access = self
+                .security
+                .access()
+                .unwrap_or_else(|e| panic!("reaching test nodes: {e}"));
+            secure::register(spec.addr(), access);
             match start_node(&self.redis_server, &spec) {
                 Ok(pid) => {
                     self.specs.push(spec);
@@ -171,6 +195,7 @@ impl Nodes {
                     return;
                 }
                 Err(e) => {
+                    secure::unregister(spec.addr());
                     last_error = e.to_string();
                     if let Some(pid) = slotproxy::bootstrap::spawn::read_pid(&spec.pid_path()) {
                         kill_and_wait(pid);
@@ -190,6 +215,22 @@ impl Nodes {
     /// The temp dir holding every node's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// What the nodes require (password, ACL user, TLS).
+    pub fn security(&self) -> &NodeSecurity {
+        &self.security
+    }
+
+    /// How forming (and any NodeClient) reaches these nodes.
+    pub fn form_options(&self) -> FormOptions {
+        FormOptions {
+            access: self
+                .security
+                .access()
+                .unwrap_or_else(|e| panic!("reaching test nodes: {e}")),
+            ..FormOptions::default()
+        }
     }
 
     fn index(&self, addr: SocketAddr) -> usize {
@@ -263,7 +304,15 @@ impl Drop for Nodes {
         for pid in pids {
             wait_gone(pid, Duration::from_secs(5));
         }
+        for spec in &self.specs {
+            secure::unregister(spec.addr());
+        }
     }
+}
+
+/// Sends `SIG<name>` to a process the test started; true if it was delivered.
+pub fn signal_pid(pid: u32, name: &str) -> bool {
+    signal(pid, name)
 }
 
 /// SIGKILLs `pid` and waits (bounded) until it is gone.
@@ -283,19 +332,17 @@ fn wait_gone(pid: u32, limit: Duration) -> bool {
     true
 }
 
-/// A redis connection to `addr` (the `redis` crate's sync client).
+/// A redis connection to `addr` (the `redis` crate's sync client), authenticated as a harness
+/// node at `addr` requires.
 pub fn connect(addr: SocketAddr) -> redis::Connection {
-    redis::Client::open(format!("redis://{addr}/"))
+    redis::Client::open(secure::connection_info(addr))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
 }
 
 /// `CLUSTER NODES` of `addr`, parsed.
 pub fn cluster_nodes(addr: SocketAddr) -> Vec<NodeLine> {
-    let text: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query(&mut connect(addr))
-        .unwrap_or_else(|e| panic!("CLUSTER NODES on {addr}: {e}"));
+    let text = secure::node_string(addr, &["CLUSTER", "NODES"]);
     parse_cluster_nodes(&text).unwrap()
 }
 
@@ -311,10 +358,7 @@ pub fn info_field(addr: SocketAddr, section: &str, field: &str) -> Option<String
     } else {
         section
     };
-    let text: String = redis::cmd(cmd)
-        .arg(arg)
-        .query(&mut connect(addr))
-        .unwrap_or_else(|e| panic!("{cmd} {arg} on {addr}: {e}"));
+    let text = secure::node_string(addr, &[cmd, arg]);
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
@@ -341,7 +385,7 @@ impl Cluster {
     /// Starts and forms a cluster; waits until it is healthy.
     pub fn start_with(opts: ClusterOptions) -> Cluster {
         let nodes = Nodes::start(6, &opts);
-        form_cluster(&nodes.addrs(), &FormOptions::default(), &Progress::stdout())
+        form_cluster(&nodes.addrs(), &nodes.form_options(), &Progress::stdout())
             .unwrap_or_else(|e| panic!("forming the test cluster: {e}"));
         Cluster { nodes }
     }
@@ -455,178 +499,5 @@ impl Cluster {
             pending.push("live nodes disagree about the slot map".into());
         }
         pending
-    }
-}
-
-/// A `slotproxy serve` process in front of some seeds; killed on drop.
-pub struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Proxy {
-    /// Spawns `slotproxy serve --listen 127.0.0.1:<free port> --seed <a> ... <extra_args>` and
-    /// waits (up to 20 s) until it answers `PING` and can `SET` (its topology is loaded).
-    pub fn start(seeds: &[SocketAddr], extra_args: &[&str]) -> Proxy {
-        Proxy::spawn(seeds, extra_args, true)
-    }
-
-    /// Like [`Proxy::start`], but ready as soon as it answers `PING` (for a proxy whose cluster
-    /// is not reachable yet).
-    pub fn start_unready(seeds: &[SocketAddr], extra_args: &[&str]) -> Proxy {
-        Proxy::spawn(seeds, extra_args, false)
-    }
-
-    fn spawn(seeds: &[SocketAddr], extra_args: &[&str], need_topology: bool) -> Proxy {
-        let mut failure = String::new();
-        // Retry on another port if the chosen one was taken between picking and binding.
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("slotproxy-proxy-")
-                .tempdir()
-                .expect("creating a temp dir");
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let log = dir.path().join("slotproxy.log");
-            let out = std::fs::File::create(&log).expect("creating the proxy log");
-            let err = out.try_clone().expect("cloning the log handle");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_slotproxy"));
-            cmd.arg("serve").arg("--listen").arg(addr.to_string());
-            for seed in seeds {
-                cmd.arg("--seed").arg(seed.to_string());
-            }
-            let child = cmd
-                .args(extra_args)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("spawning slotproxy");
-            let mut proxy = Proxy {
-                child,
-                addr,
-                log,
-                _dir: dir,
-            };
-            match proxy.wait_ready(Duration::from_secs(20), need_topology) {
-                Ok(()) => return proxy,
-                Err(why) => {
-                    failure = format!("{why}\n--- log tail ---\n{}", proxy.log_tail(40));
-                    if !failure.contains("in use") {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("slotproxy did not become ready: {failure}");
-    }
-
-    fn wait_ready(&mut self, limit: Duration, need_topology: bool) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        let mut last = String::from("no attempt yet");
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("slotproxy exited early ({status})"));
-            }
-            match self.probe(need_topology) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
-            sleep(Duration::from_millis(100));
-        }
-        Err(format!("not ready after {limit:?}: {last}"))
-    }
-
-    /// PING must answer PONG and (with `need_topology`) `SET __slotproxy_probe 1` OK.
-    fn probe(&self, need_topology: bool) -> Result<(), String> {
-        TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
-            .map_err(|e| e.to_string())?;
-        let mut con = redis::Client::open(format!("redis://{}/", self.addr))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        let pong: String = match redis::cmd("PING").query(&mut con) {
-            Ok(p) => p,
-            // A proxy that wants a password is up and answering.
-            Err(e) if !need_topology && e.code() == Some("NOAUTH") => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        if pong != "PONG" {
-            return Err(format!("PING answered {pong:?}"));
-        }
-        if !need_topology {
-            return Ok(());
-        }
-        let ok: String = redis::cmd("SET")
-            .arg("__slotproxy_probe")
-            .arg(1)
-            .query(&mut con)
-            .map_err(|e| e.to_string())?;
-        if ok != "OK" {
-            return Err(format!("SET answered {ok:?}"));
-        }
-        // Leave no trace: tests count keys.
-        let _: i64 = redis::cmd("DEL")
-            .arg("__slotproxy_probe")
-            .query(&mut con)
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// A connection to the proxy.
-    pub fn client(&self) -> redis::Connection {
-        connect(self.addr)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits (up to `limit`) for the proxy to exit; `None` if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends `signal` (as `kill -<signal>`) to the proxy.
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{signal} {} failed", self.pid());
-    }
-
-    /// The proxy's stdout and stderr so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last `n` lines of the proxy's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
