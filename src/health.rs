@@ -164,14 +164,16 @@ impl Health {
             report.epoch = report.epoch.max(t.epoch());
             // Why no node answered, naming one ("127.0.0.1:5001 refused the proxy's
             // credentials: WRONGPASS ..."), when the refresher knows.
-            let why = w
-                .last_failure()
-                .unwrap_or_else(|| "no node answered CLUSTER NODES".to_string());
+            let why = w.last_failure();
             match w.last_success_age() {
-                None => problems.push(format!("no topology loaded yet: {why}")),
+                None => problems.push(match why {
+                    Some(why) => format!("no topology loaded yet: {why}"),
+                    None => "no topology loaded yet".into(),
+                }),
                 Some(age) if age > stale => problems.push(format!(
-                    "topology not refreshed for {} s ({why})",
-                    age.as_secs()
+                    "topology not refreshed for {} s ({})",
+                    age.as_secs(),
+                    why.as_deref().unwrap_or("no node answered CLUSTER NODES")
                 )),
                 Some(_) => {}
             }
