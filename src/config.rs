@@ -33,6 +33,11 @@ pub struct Config {
     /// TLS to the nodes.
     pub node_tls: Option<NodeTls>,
     pub max_clients: usize,
+    /// A replica is read from only while it is at most this many bytes behind its master.
+    pub replica_max_lag_bytes: u64,
+    /// After a client writes to a slot, its reads of that slot go to the master for this long
+    /// (`None`: off).
+    pub read_your_writes: Option<Duration>,
     pub backend_connections: usize,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
@@ -76,6 +81,8 @@ impl Default for Config {
             tls: None,
             node_tls: None,
             max_clients: 10_000,
+            replica_max_lag_bytes: 1024 * 1024,
+            read_your_writes: None,
             backend_connections: 1,
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
@@ -118,6 +125,9 @@ pub struct FileConfig {
     pub node_tls_server_name: Option<String>,
     pub node_tls_insecure_skip_verify: Option<bool>,
     pub max_clients: Option<usize>,
+    pub replica_max_lag_bytes: Option<u64>,
+    /// 0 = off.
+    pub read_your_writes_ms: Option<u64>,
     pub backend_connections: Option<usize>,
     pub command_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
@@ -325,6 +335,13 @@ impl Config {
                         || file.node_tls_insecure_skip_verify == Some(true),
                 }),
                 max_clients: file.max_clients.unwrap_or(d.max_clients),
+                replica_max_lag_bytes: file
+                    .replica_max_lag_bytes
+                    .unwrap_or(d.replica_max_lag_bytes),
+                read_your_writes: match file.read_your_writes_ms {
+                    None | Some(0) => None,
+                    Some(ms) => Some(Duration::from_millis(ms)),
+                },
                 backend_connections: file.backend_connections.unwrap_or(d.backend_connections),
                 command_timeout: args
                     .command_timeout_ms

@@ -8,7 +8,7 @@ use crate::cluster::slot::Slot;
 use crate::protocol::reply::{self, parse_redirect, Proto, Redirect};
 use crate::proxy::Proxy;
 use crate::redirect::{after_failure, after_redirect, RetryReason, Step};
-use crate::router::{pick_node, ReadFrom, RouteError};
+use crate::router::{pick_node_with, ReadFrom, RouteError};
 use bytes::Bytes;
 use std::net::SocketAddr;
 
@@ -209,8 +209,10 @@ fn routed_conn(
     } else {
         0
     };
-    let idx = pick_node(&view.topology, slot, readonly, policy, spread)
-        .map_err(|e| route_error(proxy, e))?;
+    let idx = pick_node_with(&view.topology, slot, readonly, policy, spread, |i| {
+        view.backends[i].replica_ok()
+    })
+    .map_err(|e| route_error(proxy, e))?;
     let node = &view.backends[idx];
     Ok((node.addr(), node.conn(client.proto, client.id).clone()))
 }

@@ -52,6 +52,20 @@ pub fn pick_node(
     policy: ReadFrom,
     spread: u64,
 ) -> Result<usize, RouteError> {
+    pick_node_with(topology, slot, readonly, policy, spread, |_| true)
+}
+
+/// [`pick_node`], reading only from replicas that `replica_ok` accepts (by node index): a
+/// replica whose link to its master is down, or that lags too far, is skipped like one the
+/// cluster flags as failed.
+pub fn pick_node_with(
+    topology: &Topology,
+    slot: Option<Slot>,
+    readonly: bool,
+    policy: ReadFrom,
+    spread: u64,
+    replica_ok: impl Fn(usize) -> bool,
+) -> Result<usize, RouteError> {
     let master = match slot {
         Some(s) => topology.master_of(s).ok_or(RouteError::Uncovered(slot))?,
         None => {
@@ -67,10 +81,8 @@ pub fn pick_node(
         return Ok(master);
     }
     let replicas = topology.replicas_of(master);
-    let healthy = replicas
-        .iter()
-        .filter(|&&r| !topology.nodes()[r as usize].failed)
-        .count();
+    let usable = |r: usize| !topology.nodes()[r].failed && replica_ok(r);
+    let healthy = replicas.iter().filter(|&&r| usable(r as usize)).count();
     if healthy == 0 {
         return match policy {
             ReadFrom::Replica => Err(RouteError::NoReplica(slot.expect("slot is set here"))),
@@ -80,7 +92,7 @@ pub fn pick_node(
     let nth = (spread % healthy as u64) as usize;
     let r = replicas
         .iter()
-        .filter(|&&r| !topology.nodes()[r as usize].failed)
+        .filter(|&&r| usable(r as usize))
         .nth(nth)
         .expect("nth < healthy");
     Ok(*r as usize)

@@ -100,6 +100,10 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
     );
     tokio::spawn(refresher.clone().run());
     tokio::spawn(health::probe(refresher.clone(), shared.config.clone()));
+    tokio::spawn(crate::cluster::replica_lag::run(
+        refresher.clone(),
+        shared.config.clone(),
+    ));
     shared.health.add_worker(refresher.clone());
     Arc::new(
         Proxy::new(config, refresher, shared.commands.clone())

@@ -29,6 +29,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod client_io;
+mod recent_writes;
 mod subscribe;
 mod transaction;
 use transaction::Multi;
@@ -133,6 +134,7 @@ async fn serve(
         command: CommandId::UNKNOWN,
         lane: Lane::Shared,
         settled: false,
+        writes: Default::default(),
     };
     let reading = async {
         reader.run(read).await;
@@ -163,6 +165,8 @@ struct Reader {
     /// Every request the client sent before has been answered (the reader just waited for
     /// that): the next request may take any lane.
     settled: bool,
+    /// Slots written lately (`read_your_writes_ms`).
+    writes: recent_writes::RecentWrites,
 }
 
 impl Reader {
@@ -434,6 +438,7 @@ impl Reader {
         slot: Option<crate::cluster::slot::Slot>,
         readonly: bool,
     ) -> Step {
+        let readonly = self.read_your_writes(slot, readonly);
         match Forward::route(
             &self.proxy,
             self.client(),
@@ -444,6 +449,28 @@ impl Reader {
             Ok((f, conn)) => Step::Route(f, conn),
             Err(e) => Step::Queue(Pending::Ready(e)),
         }
+    }
+
+    /// With `read_your_writes_ms` and reads going to replicas: notes a write's slot, and sends a
+    /// read of a slot the client wrote to lately to the master (`false`: not a replica read).
+    fn read_your_writes(
+        &mut self,
+        slot: Option<crate::cluster::slot::Slot>,
+        readonly: bool,
+    ) -> bool {
+        let c = self.proxy.config();
+        let (Some(window), Some(slot)) = (c.read_your_writes, slot) else {
+            return readonly;
+        };
+        if c.read_from == ReadFrom::Master {
+            return readonly;
+        }
+        let now = std::time::Instant::now();
+        if !readonly {
+            self.writes.note(slot, now);
+            return false;
+        }
+        !self.writes.recent(slot, window, now)
     }
 
     /// The master serving `slot` (any master when `None`).

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The shared connections to one node.
 pub struct NodeBackend {
     addr: SocketAddr,
+    /// Whether reads may go to this node as a replica: its link to the master is up and its lag
+    /// is within `replica_max_lag_bytes` (kept by `cluster::replica_lag`; true until polled).
+    replica_ok: std::sync::atomic::AtomicBool,
     resp2: Vec<BackendConn>,
     resp3: OnceLock<Vec<BackendConn>>,
     opts: ConnOptions,
@@ -37,6 +40,7 @@ impl NodeBackend {
         let resp2 = Self::spawn_set(addr, opts.clone(), Proto::Resp2, count, &events);
         NodeBackend {
             addr,
+            replica_ok: std::sync::atomic::AtomicBool::new(true),
             resp2,
             resp3: OnceLock::new(),
             opts,
@@ -68,6 +72,18 @@ impl NodeBackend {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether reads may go to this node as a replica (link up, lag within the limit).
+    #[inline]
+    pub fn replica_ok(&self) -> bool {
+        self.replica_ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets what [`Self::replica_ok`] answers; returns the previous value.
+    pub fn set_replica_ok(&self, ok: bool) -> bool {
+        self.replica_ok
+            .swap(ok, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How connections to this node are opened (for subscription connections).
@@ -141,6 +157,11 @@ impl Pool {
                 ))
             })
             .clone()
+    }
+
+    /// Where connection events go (metrics, health).
+    pub fn events(&self) -> &Arc<dyn ConnEvents> {
+        &self.events
     }
 
     /// How connections to nodes are opened (the control path uses it too).

@@ -176,6 +176,11 @@ impl Refresher {
         self.view.load()
     }
 
+    /// The current view, to keep across awaits.
+    pub fn view_full(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -137,6 +137,13 @@ impl Metrics {
                  (error=lost) or were reset after a reply timeout (error=timeout).",
                 &["node", "error"],
             )?,
+            replica_lag: gauge_vec(
+                "slotproxy_replica_lag_bytes",
+                "How far a replica's replication offset is behind its master's, in bytes, as \
+                 last polled (-1: its link to the master is down or it did not answer); polled \
+                 only while reads may go to replicas.",
+                &["node"],
+            )?,
         };
 
         let redirections = counter_vec(

@@ -211,6 +211,7 @@ pub(super) fn command_entries(table: &CommandTable) -> (Vec<u16>, Vec<CommandEnt
 pub(super) struct BackendVecs {
     pub connections: IntGaugeVec,
     pub errors: IntCounterVec,
+    pub replica_lag: IntGaugeVec,
 }
 
 /// One node's backend counters. Each connection task resolves its node's `NodeStats` once
@@ -226,6 +227,9 @@ pub struct NodeStats {
     connections: IntGauge,
     /// Connection errors: connect, lost, timeout, auth, tls.
     errors: [IntCounter; 5],
+    /// Replication lag in bytes, created when the node is first seen as a replica.
+    replica_lag: OnceLock<IntGauge>,
+    lag_vec: IntGaugeVec,
 }
 
 impl std::fmt::Debug for NodeStats {
@@ -245,6 +249,8 @@ impl NodeStats {
             connections: vecs.connections.with_label_values(&[&label]),
             errors: ["connect", "lost", "timeout", "auth", "tls"]
                 .map(|e| vecs.errors.with_label_values(&[label.as_str(), e])),
+            replica_lag: OnceLock::new(),
+            lag_vec: vecs.replica_lag.clone(),
             label,
         }
     }
@@ -256,6 +262,13 @@ impl NodeStats {
             0 => Role::Master,
             _ => Role::Replica,
         }
+    }
+
+    /// A replica's replication lag behind its master, in bytes (-1: link down or unknown).
+    pub fn set_replica_lag(&self, bytes: i64) {
+        self.replica_lag
+            .get_or_init(|| self.lag_vec.with_label_values(&[self.label.as_str()]))
+            .set(bytes);
     }
 
     pub(super) fn set_role(&self, role: Role) {
