@@ -380,7 +380,8 @@ fn target(
     };
     let idx = match pick_node(&view.topology, slot, readonly, policy, spread) {
         Ok(idx) => idx,
-        Err(e @ RouteError::Uncovered(Some(_))) => {
+        // With no view loaded yet there is no failover to wait for: the error at once.
+        Err(e @ RouteError::Uncovered(Some(_))) if !view.topology.nodes().is_empty() => {
             return Ok(Target::Uncovered(route_error(proxy, e)))
         }
         Err(e) => return Err(route_error(proxy, e)),

@@ -99,29 +99,41 @@ pub enum Pick {
     Nothing,
 }
 
-/// The view to keep: the highest config epoch wins, never one lower than `current`'s; among
-/// equals, the one covering more slots, then the first asked (masters before replicas).
+/// The view to keep: the highest config epoch wins, never one lower than `current`'s. Among
+/// equals (views that differ only in failure flags) the one that knows of more failure wins:
+/// fewer slots served by unflagged masters. Nodes learn of a failure at slightly different
+/// times, and a request held a poll longer costs less than one written to a dead master. Then
+/// the first asked (masters before replicas).
 pub fn pick(current: &Topology, fetched: &[&Topology]) -> Pick {
     if fetched.is_empty() {
         return Pick::Nothing;
     }
-    let mut best: Option<usize> = None;
+    let mut best: Option<(usize, u64, usize)> = None;
     for (i, t) in fetched.iter().enumerate() {
         if !current.is_superseded_by(t) {
             continue;
         }
+        let healthy = healthy_slots(t);
         let better = match best {
             None => true,
-            Some(b) => {
-                let b = fetched[b];
-                (t.epoch(), t.slots_covered()) > (b.epoch(), b.slots_covered())
-            }
+            Some((_, epoch, slots)) => t.epoch() > epoch || (t.epoch() == epoch && healthy < slots),
         };
         if better {
-            best = Some(i);
+            best = Some((i, t.epoch(), healthy));
         }
     }
-    best.map_or(Pick::Stale, Pick::View)
+    best.map_or(Pick::Stale, |(i, _, _)| Pick::View(i))
+}
+
+/// How many slots a master not flagged failing serves.
+fn healthy_slots(t: &Topology) -> usize {
+    let nodes = t.nodes();
+    (0..SLOT_COUNT as u16)
+        .filter(|&s| {
+            t.master_of(super::slot::Slot(s))
+                .is_some_and(|m| !nodes[m].failed)
+        })
+        .count()
 }
 
 /// The `cluster-node-timeout` in a `CONFIG GET cluster-node-timeout` reply (RESP2 array or
@@ -251,9 +263,15 @@ f 127.0.0.1:6@2 slave c 0 0 3 connected
         assert_eq!(pick(&current, &[&old, &new, &fail_b()]), Pick::View(1));
         assert_eq!(pick(&new, &[&old, &fail_b()]), Pick::Stale);
         assert_eq!(pick(&new, &[]), Pick::Nothing);
-        // Equal epochs: more slots covered wins, then the first asked.
-        assert_eq!(pick(&old, &[&fail_b(), &pfail_b()]), Pick::View(1));
-        assert_eq!(pick(&old, &[&pfail_b(), &old]), Pick::View(0));
+        // Equal epochs: the view that knows of a failure wins, then the first asked.
+        assert_eq!(pick(&old, &[&old, &pfail_b()]), Pick::View(1));
+        assert_eq!(
+            pick(&old, &[&pfail_b(), &fail_b()]),
+            Pick::View(0),
+            "both know"
+        );
+        assert_eq!(pick(&old, &[&old, &fail_b()]), Pick::View(1));
+        assert_eq!(pick(&old, &[&old, &old]), Pick::View(0));
     }
 
     #[test]
