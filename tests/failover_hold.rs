@@ -2,7 +2,8 @@
 //! failed master is held until the new master serves its slot, so its client sees no error; a
 //! request already written to the master that died gets the "may or may not have run" error
 //! and is never sent again; no acknowledged write is lost (the replica is made to be in sync
-//! at the failure with `WAIT`, as Redis replicates asynchronously).
+//! at the failure with `WAIT`, as Redis replicates asynchronously). The command timeout is long
+//! so that a node slowed down by a busy machine fails no request: only the failover counts.
 mod support;
 
 use redis::Commands;
@@ -24,6 +25,8 @@ struct Tally {
     keys: Vec<String>,
     /// Acknowledged INCRs per key.
     acked: Vec<u64>,
+    /// INCRs per key that failed (they may or may not have run).
+    failed: Vec<u64>,
     errors: Vec<String>,
 }
 
@@ -47,6 +50,7 @@ impl Loader {
             c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
             let mut t = Tally {
                 acked: vec![0; keys.len()],
+                failed: vec![0; keys.len()],
                 keys,
                 errors: Vec::new(),
             };
@@ -64,7 +68,10 @@ impl Loader {
                 let k = i % t.keys.len();
                 match c.incr::<_, _, u64>(&t.keys[k], 1) {
                     Ok(_) => t.acked[k] += 1,
-                    Err(e) => t.errors.push(format!("INCR {}: {e}", t.keys[k])),
+                    Err(e) => {
+                        t.failed[k] += 1;
+                        t.errors.push(format!("INCR {}: {e}", t.keys[k]))
+                    }
                 }
                 d.fetch_add(1, Ordering::SeqCst);
                 i += 1;
@@ -168,13 +175,17 @@ fn replica_of(master: SocketAddr) -> SocketAddr {
         .expect("the master has a replica")
 }
 
-/// Checks every key against its acknowledged INCRs, read through the proxy.
+/// Checks every key against its acknowledged INCRs, read through the proxy: none lost, and
+/// at most the failed ones (which may or may not have run) beyond them.
 fn assert_no_write_lost(proxy: &Proxy, tallies: &[Tally]) {
     let mut c = proxy.client();
     for t in tallies {
-        for (k, &n) in t.keys.iter().zip(&t.acked) {
-            let v: Option<u64> = c.get(k).unwrap();
-            assert_eq!(v.unwrap_or(0), n, "{k}: acknowledged INCRs vs value");
+        for ((k, &n), &failed) in t.keys.iter().zip(&t.acked).zip(&t.failed) {
+            let v = c.get::<_, Option<u64>>(k).unwrap().unwrap_or(0);
+            assert!(
+                (n..=n + failed).contains(&v),
+                "{k}: {v}, after {n} acknowledged INCRs and {failed} failed"
+            );
         }
     }
 }
@@ -240,7 +251,15 @@ fn master_killed_under_load_costs_only_the_request_in_flight_on_it() {
     let cluster = Cluster::start_with(ClusterOptions {
         node_timeout_ms: 2000,
     });
-    let proxy = Proxy::start(&cluster.nodes(), &["--failover-hold-ms", "60000"]);
+    let proxy = Proxy::start(
+        &cluster.nodes(),
+        &[
+            "--failover-hold-ms",
+            "60000",
+            "--command-timeout-ms",
+            "30000",
+        ],
+    );
     let victim = cluster.masters()[0];
     let loaders: Vec<Loader> = (0..4)
         .map(|c| {
@@ -287,13 +306,20 @@ fn master_killed_under_load_costs_only_the_request_in_flight_on_it() {
     wait_progress(&all, 300, "load after the failover");
     let tallies: Vec<Tally> = loaders.into_iter().map(Loader::stop).collect();
 
-    let errors: Vec<&String> = tallies.iter().flat_map(|t| &t.errors).collect();
-    assert!(
-        errors.is_empty(),
-        "{} errors for requests never written to the dead master, first: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    // A client may have written one request to the victim's socket after the kill, before the
+    // proxy read the connection's end: written, so it gets the honest error, never a resend.
+    // Every request not written to the dead master succeeded.
+    for t in &tallies {
+        assert!(
+            t.errors.len() <= 1
+                && t.errors
+                    .iter()
+                    .all(|e| e.contains("may or may not have run")),
+            "{} errors for one client, first: {:?}",
+            t.errors.len(),
+            &t.errors[..t.errors.len().min(5)]
+        );
+    }
     assert_no_write_lost(&proxy, &tallies);
     let mut c = proxy.client();
     let v: Option<u64> = c.get(&inflight).unwrap();
@@ -326,7 +352,15 @@ fn stopped_master_holds_its_requests_until_the_promotion_and_no_one_elses() {
         .arg("yes")
         .query(&mut cluster.client(replica))
         .unwrap();
-    let proxy = Proxy::start(&cluster.nodes(), &["--failover-hold-ms", "60000"]);
+    let proxy = Proxy::start(
+        &cluster.nodes(),
+        &[
+            "--failover-hold-ms",
+            "60000",
+            "--command-timeout-ms",
+            "30000",
+        ],
+    );
 
     let others: Vec<Loader> = (0..2)
         .map(|c| {
