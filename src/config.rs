@@ -52,6 +52,11 @@ pub struct Config {
     pub runtime: RuntimeShape,
     /// On SIGTERM/SIGINT: how long clients have to get their replies before they are closed.
     pub shutdown_grace: Duration,
+    /// How long a request not yet written to a node may wait for its slot's master during a
+    /// failover; `None`: twice the cluster's `cluster-node-timeout` (asked from a node).
+    pub failover_hold: Option<Duration>,
+    /// Requests held at once, process-wide; beyond it a request gets its error at once.
+    pub max_held_requests: usize,
 }
 
 /// How the proxy uses its threads.
@@ -95,6 +100,8 @@ impl Default for Config {
             worker_threads: 0,
             runtime: RuntimeShape::PerCore,
             shutdown_grace: Duration::from_secs(10),
+            failover_hold: None,
+            max_held_requests: 100_000,
         }
     }
 }
@@ -142,6 +149,9 @@ pub struct FileConfig {
     pub worker_threads: Option<usize>,
     pub runtime: Option<RuntimeShape>,
     pub shutdown_grace_ms: Option<u64>,
+    /// Unset: twice the cluster's node timeout.
+    pub failover_hold_ms: Option<u64>,
+    pub max_held_requests: Option<usize>,
 }
 
 /// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
@@ -227,6 +237,14 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long clients get to receive their replies, in ms [default: 10000]
     #[arg(long, env = "SLOTPROXY_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// How long a request may wait for a new master during a failover, in milliseconds
+    /// [default: twice the cluster's cluster-node-timeout]
+    #[arg(long, env = "SLOTPROXY_FAILOVER_HOLD_MS")]
+    pub failover_hold_ms: Option<u64>,
+    /// Requests held during failovers at once, process-wide; beyond it: the error at once
+    /// [default: 100000]
+    #[arg(long, env = "SLOTPROXY_MAX_HELD_REQUESTS")]
+    pub max_held_requests: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +389,11 @@ impl Config {
                     .or(file.shutdown_grace_ms)
                     .map(ms)
                     .unwrap_or(d.shutdown_grace),
+                failover_hold: args.failover_hold_ms.or(file.failover_hold_ms).map(ms),
+                max_held_requests: args
+                    .max_held_requests
+                    .or(file.max_held_requests)
+                    .unwrap_or(d.max_held_requests),
             };
         config.validate()?;
         Ok(config)
@@ -450,6 +473,26 @@ mod tests {
         assert_eq!(c.read_from, ReadFrom::Replica);
         assert_eq!(c.seeds, vec!["127.0.0.1:5001".to_string()]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failover_settings_come_from_file_and_flags() {
+        let f = FileConfig::parse("failover_hold_ms = 7000\nmax_held_requests = 5\n").unwrap();
+        assert_eq!(f.failover_hold_ms, Some(7000));
+        assert_eq!(f.max_held_requests, Some(5));
+        let args = ServeArgs {
+            seeds: vec!["x:1".into()],
+            failover_hold_ms: Some(0),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.failover_hold, Some(Duration::ZERO), "0 = never hold");
+        assert_eq!(c.max_held_requests, 100_000);
+        assert_eq!(
+            Config::default().failover_hold,
+            None,
+            "learned from the cluster"
+        );
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! One request on its way to the cluster: sent to the node the router picked, then carried
 //! through the [`redirect`](crate::redirect) policy (follow `-MOVED`/`-ASK`, retry `-TRYAGAIN`,
 //! `-CLUSTERDOWN`, `-LOADING` and unreachable nodes) until there is a reply for the client.
+//! Through a failover, a request that was not run is [held](crate::hold) until its slot has a
+//! master to go to; one that may have run is never sent again.
 use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx};
 use crate::backend::BackendError;
 use crate::cluster::refresher::Trigger;
 use crate::cluster::slot::Slot;
+use crate::cluster::topology::Role;
+use crate::hold::Held;
 use crate::protocol::reply::{self, parse_redirect, Proto, Redirect};
 use crate::proxy::Proxy;
-use crate::redirect::{after_failure, after_redirect, RetryReason, Step};
+use crate::redirect::{
+    after_failure, after_redirect, hold_step, HoldStep, RetryReason, Step, Unserved,
+};
 use crate::router::{pick_node_with, ReadFrom, RouteError};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -32,6 +38,25 @@ pub struct Forward {
     readonly: bool,
     addr: SocketAddr,
     attempt: u32,
+    /// Set once the request has waited for a new master (its bound and its count).
+    held: Option<Box<Held>>,
+}
+
+/// A request the session queues: sent now on the connection, or held (nothing sent) until its
+/// slot's master is known and reachable; [`Forward::finish`] then sends it.
+#[derive(Debug)]
+pub enum Routed {
+    Send(Forward, BackendConn),
+    Held(Forward),
+}
+
+/// Where the topology sends a request now.
+enum Target {
+    Node(SocketAddr, BackendConn),
+    /// The slot's master is flagged failing: hold the request, or send it anyway.
+    Flagged(SocketAddr, BackendConn),
+    /// No master serves the slot: hold the request, or answer this error.
+    Uncovered(Bytes),
 }
 
 /// The reply a client gets when a request cannot be routed.
@@ -88,15 +113,51 @@ impl Forward {
         readonly: bool,
     ) -> Result<(Forward, BackendConn), Bytes> {
         let (addr, conn) = routed_conn(proxy, client, slot, readonly, false)?;
-        let f = Forward {
+        Ok((Forward::new(req, slot, readonly, addr), conn))
+    }
+
+    /// Like [`route`](Forward::route), but a request whose slot's master is flagged failing,
+    /// or whose slot has no master, is held (if the bounds allow) rather than sent or failed.
+    pub fn route_or_hold(
+        proxy: &Proxy,
+        client: Client,
+        req: Bytes,
+        slot: Option<Slot>,
+        readonly: bool,
+    ) -> Result<Routed, Bytes> {
+        let held = match target(proxy, client, slot, readonly, false)? {
+            Target::Node(addr, conn) => {
+                return Ok(Routed::Send(Forward::new(req, slot, readonly, addr), conn))
+            }
+            _ => proxy.start_hold(),
+        };
+        // Look again now that the hold listens for changes: none is missed in between.
+        let (addr, send) = match target(proxy, client, slot, readonly, false)? {
+            Target::Node(addr, conn) => (addr, Some(conn)),
+            Target::Flagged(addr, conn) => (addr, held.is_none().then_some(conn)),
+            Target::Uncovered(e) if held.is_none() => return Err(e),
+            Target::Uncovered(_) => (UNROUTED, None),
+        };
+        let mut f = Forward::new(req, slot, readonly, addr);
+        Ok(match send {
+            Some(conn) => Routed::Send(f, conn),
+            None => {
+                f.held = held.map(Box::new);
+                Routed::Held(f)
+            }
+        })
+    }
+
+    fn new(req: Bytes, slot: Option<Slot>, readonly: bool, addr: SocketAddr) -> Forward {
+        Forward {
             rx: None,
             req,
             slot,
             readonly,
             addr,
             attempt: 0,
-        };
-        Ok((f, conn))
+            held: None,
+        }
     }
 
     /// The request's bytes, to send.
@@ -122,6 +183,18 @@ impl Forward {
             let result = match (first.take(), self.rx.as_mut()) {
                 (Some(r), _) => r,
                 (None, Some(rx)) => rx.await.unwrap_or(Err(BackendError::Lost)),
+                // Held when routed: wait for a master to send it to.
+                (None, None) if self.held.is_some() => {
+                    let why = if self.addr == UNROUTED {
+                        Unserved::Uncovered
+                    } else {
+                        Unserved::Flagged
+                    };
+                    if let Err(reply) = self.resume(proxy, client, why).await {
+                        return reply;
+                    }
+                    continue;
+                }
                 (None, None) => Err(BackendError::Lost), // no reply can come
             };
             let step = match result {
@@ -133,12 +206,22 @@ impl Forward {
                     }) else {
                         return b;
                     };
-                    let (step, reason) = after_redirect(&redirect, self.attempt);
                     if matches!(redirect, Redirect::Moved { .. }) {
                         proxy.refresher.trigger(Trigger::Moved);
                     } else if matches!(redirect, Redirect::ClusterDown) {
                         proxy.refresher.trigger(Trigger::ClusterDown);
+                        // The node did not run it: wait for the failover to end.
+                        if self.hold(proxy, Unserved::ClusterDown) {
+                            proxy.observe_retry(RetryReason::ClusterDown);
+                            if let Err(reply) =
+                                self.resume(proxy, client, Unserved::ClusterDown).await
+                            {
+                                return reply;
+                            }
+                            continue;
+                        }
                     }
+                    let (step, reason) = after_redirect(&redirect, self.attempt);
                     if step == Step::GiveUp {
                         return b;
                     }
@@ -146,7 +229,23 @@ impl Forward {
                     step
                 }
                 Err(e) => {
-                    proxy.refresher.trigger(Trigger::ConnError);
+                    if matches!(
+                        e,
+                        BackendError::Connect | BackendError::Lost | BackendError::Timeout
+                    ) {
+                        proxy.refresher.report_unreachable(self.addr);
+                    } else {
+                        proxy.refresher.trigger(Trigger::ConnError);
+                    }
+                    // Never written: wait for the node to come back or a new master.
+                    if e == BackendError::Connect && self.hold(proxy, Unserved::Unreachable) {
+                        proxy.observe_retry(RetryReason::Connect);
+                        if let Err(reply) = self.resume(proxy, client, Unserved::Unreachable).await
+                        {
+                            return reply;
+                        }
+                        continue;
+                    }
                     let step = after_failure(e, self.attempt);
                     if step == Step::GiveUp {
                         return failure_reply(proxy, e, self.addr);
@@ -188,14 +287,84 @@ impl Forward {
     }
 }
 
-/// The node the router picks for `slot`, and the client's shared connection to it.
-fn routed_conn(
+/// The address of a held request whose slot had no master.
+const UNROUTED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+impl Forward {
+    /// Whether the request (not run) waits for a new master now: it is held already, or a hold
+    /// can start; `false` when its hold ran out or the bounds refuse one.
+    fn hold(&mut self, proxy: &Proxy, why: Unserved) -> bool {
+        if self.slot.is_none() {
+            return false; // keyless: any master will do, nothing to wait for
+        }
+        match &self.held {
+            Some(h) => hold_step(why, h.remaining()) != HoldStep::Release,
+            None => match proxy.start_hold() {
+                Some(h) => {
+                    self.held = Some(Box::new(h));
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Holds the request until the topology names a reachable master for its slot, then sends
+    /// it there. At the end of the hold it gets what it would have got without one: sent
+    /// anyway to a flagged master, or the error (`Err`).
+    async fn resume(
+        &mut self,
+        proxy: &Proxy,
+        client: Client,
+        mut why: Unserved,
+    ) -> Result<(), Bytes> {
+        loop {
+            let Some(held) = self.held.as_mut() else {
+                return Err(failure_reply(proxy, BackendError::Connect, self.addr));
+            };
+            let step = hold_step(why, held.remaining());
+            if let HoldStep::Wait { recheck } = step {
+                held.wait(recheck).await;
+            }
+            let release = step == HoldStep::Release || held.remaining().is_zero();
+            let (addr, conn) = match target(proxy, client, self.slot, self.readonly, false) {
+                Err(reply) => return Err(reply),
+                Ok(Target::Node(addr, conn)) => (addr, conn),
+                Ok(Target::Flagged(addr, conn)) if release => {
+                    proxy.hold_expired();
+                    (addr, conn)
+                }
+                Ok(Target::Uncovered(reply)) if release => {
+                    proxy.hold_expired();
+                    return Err(reply);
+                }
+                Ok(Target::Flagged(..)) => {
+                    why = Unserved::Flagged;
+                    continue;
+                }
+                Ok(Target::Uncovered(_)) => {
+                    why = Unserved::Uncovered;
+                    continue;
+                }
+            };
+            self.addr = addr;
+            self.rx = Some(conn.send(None, self.req.clone()));
+            return Ok(());
+        }
+    }
+}
+
+/// Where the topology sends a request for `slot` now, on the client's shared connection.
+fn target(
     proxy: &Proxy,
     client: Client,
     slot: Option<Slot>,
     readonly: bool,
     force_master: bool,
-) -> Result<(SocketAddr, BackendConn), Bytes> {
+) -> Result<Target, Bytes> {
     let view = proxy.refresher.view();
     let policy = if force_master {
         ReadFrom::Master
@@ -209,12 +378,41 @@ fn routed_conn(
     } else {
         0
     };
-    let idx = pick_node_with(&view.topology, slot, readonly, policy, spread, |i| {
+    let idx = match pick_node_with(&view.topology, slot, readonly, policy, spread, |i| {
         view.backends[i].replica_ok()
-    })
-    .map_err(|e| route_error(proxy, e))?;
+    }) {
+        Ok(idx) => idx,
+        // With no view loaded yet there is no failover to wait for: the error at once.
+        Err(e @ RouteError::Uncovered(Some(_))) if !view.topology.nodes().is_empty() => {
+            return Ok(Target::Uncovered(route_error(proxy, e)))
+        }
+        Err(e) => return Err(route_error(proxy, e)),
+    };
     let node = &view.backends[idx];
-    Ok((node.addr(), node.conn(client.proto, client.id).clone()))
+    let conn = node.conn(client.proto, client.id).clone();
+    let info = &view.topology.nodes()[idx];
+    Ok(
+        if info.failed && info.role == Role::Master && slot.is_some() {
+            Target::Flagged(node.addr(), conn)
+        } else {
+            Target::Node(node.addr(), conn)
+        },
+    )
+}
+
+/// The node the router picks for `slot`, and the client's shared connection to it (a flagged
+/// master too: callers that do not hold send there anyway, as before holds existed).
+fn routed_conn(
+    proxy: &Proxy,
+    client: Client,
+    slot: Option<Slot>,
+    readonly: bool,
+    force_master: bool,
+) -> Result<(SocketAddr, BackendConn), Bytes> {
+    match target(proxy, client, slot, readonly, force_master)? {
+        Target::Node(addr, conn) | Target::Flagged(addr, conn) => Ok((addr, conn)),
+        Target::Uncovered(reply) => Err(reply),
+    }
 }
 
 /// The error a client sees when a node could not answer.

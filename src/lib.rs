@@ -21,7 +21,9 @@
 //!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
 //! - [`forward`]: one request in flight, carried through redirects and retries.
-//! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
+//! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, and whether a
+//!   request not run waits for a new master, as pure functions.
+//! - [`hold`]: requests held through a failover: counted, bounded, woken by topology changes.
 //! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
 //!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
@@ -35,7 +37,9 @@
 //! - [`protocol::reply`]: replies the proxy builds; parsing of `-MOVED`/`-ASK`/... errors.
 //! - [`cluster::slot`]: `Slot` and `key_slot()`.
 //! - [`cluster::topology`]: immutable `Topology` and the `CLUSTER NODES` parser.
-//! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store.
+//! - [`cluster::refresher`]: background refresh, epoch checks, `ArcSwap` store, change
+//!   notifications; its decisions (fast polling during a failover, which nodes to ask, which
+//!   view wins) are pure functions in [`cluster::poll`].
 //! - [`metrics`]: the Prometheus registry and the handles the hot path counts with;
 //!   [`metrics::http`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`tls`]: TLS contexts (rustls) for the client listener and the node connections;
@@ -51,6 +55,7 @@ pub mod config;
 pub mod fanout;
 pub mod forward;
 pub mod health;
+pub mod hold;
 pub mod local;
 pub mod logging;
 pub mod metrics;

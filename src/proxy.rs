@@ -10,6 +10,7 @@
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
 use crate::health::Health;
+use crate::hold::{Held, Holds};
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
@@ -31,6 +32,8 @@ pub struct Proxy {
     pub health: Arc<Health>,
     drain: Signal,
     close: Signal,
+    /// Requests held through a failover (counted process-wide, through `counters`).
+    holds: Holds,
 }
 
 /// A one-way, per-worker flag that tasks can wait for.
@@ -61,6 +64,8 @@ impl Signal {
 pub struct Counters {
     next_session: AtomicU64,
     clients: AtomicUsize,
+    /// Requests held through failovers, by every worker.
+    held: Arc<AtomicUsize>,
 }
 
 impl Default for Counters {
@@ -68,6 +73,7 @@ impl Default for Counters {
         Counters {
             next_session: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
+            held: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -87,6 +93,7 @@ impl Proxy {
             health,
             drain: Signal::default(),
             close: Signal::default(),
+            holds: Holds::new(Arc::new(AtomicUsize::new(0))),
         }
     }
 
@@ -142,6 +149,7 @@ impl Proxy {
 
     /// Shares `counters` with the other workers' proxies.
     pub fn with_counters(mut self, counters: Arc<Counters>) -> Proxy {
+        self.holds = Holds::new(counters.held.clone());
         self.counters = counters;
         self
     }
@@ -183,6 +191,33 @@ impl Proxy {
 
     pub fn connected_clients(&self) -> usize {
         self.counters.clients.load(Ordering::Relaxed)
+    }
+
+    /// How long a request may be held through a failover now.
+    pub fn failover_hold(&self) -> std::time::Duration {
+        crate::hold::hold_duration(self.config().failover_hold, self.refresher.node_timeout())
+    }
+
+    /// Starts holding one request, if the bounds allow (see [`crate::hold::admissible`]).
+    /// The hold is subscribed to topology changes from now on: the caller looks at the
+    /// topology again after this, so a change in between is not missed.
+    pub fn start_hold(&self) -> Option<Held> {
+        let waiter = self.refresher.waiter();
+        let hold = self.failover_hold();
+        let max = self.config().max_held_requests;
+        let ticket = self.holds.admit(hold, max, self.refresher.version())?;
+        Some(Held::new(ticket, hold, waiter))
+    }
+
+    /// A hold ran out without a new master: the requests behind it are not held again until
+    /// the topology changes.
+    pub fn hold_expired(&self) {
+        self.holds.expired(self.refresher.version());
+    }
+
+    /// Requests held now, process-wide.
+    pub fn held_requests(&self) -> usize {
+        self.holds.count()
     }
 
     pub fn observe_retry(&self, reason: RetryReason) {

@@ -1,5 +1,7 @@
-//! The bounded retry policy for cluster errors and failed backends, as a pure function: what to
-//! do with a reply (or a failure) on the given attempt. The session carries it out.
+//! The bounded retry policy for cluster errors and failed backends, as pure functions: what to
+//! do with a reply (or a failure) on the given attempt, and whether a request that was not run
+//! waits for a new master (a failover hold, carried out by [`crate::hold`]). The session carries
+//! it out.
 use crate::backend::BackendError;
 use crate::protocol::reply::Redirect;
 use std::net::SocketAddr;
@@ -99,6 +101,50 @@ pub fn after_failure(error: BackendError, attempt: u32) -> Step {
     }
 }
 
+/// Why a request was not run where its slot maps: nothing was written to that node, or the
+/// node refused it unrun. Waiting for a new master is then safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unserved {
+    /// Connecting to the node failed.
+    Unreachable,
+    /// The topology flags the slot's master failing (`fail?`, or its link down).
+    Flagged,
+    /// No master serves the slot (a confirmed `fail` leaves its slots so until a promotion).
+    Uncovered,
+    /// The node answered `-CLUSTERDOWN`: the cluster is failing over.
+    ClusterDown,
+}
+
+/// What a request not run does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldStep {
+    /// Wait for a topology change, or at most `recheck`, then route again.
+    Wait { recheck: Option<Duration> },
+    /// Stop holding: do what it gets without a hold (send it anyway, or the error).
+    Release,
+}
+
+/// How often an unreachable node is tried again while waiting: it may come back as it was,
+/// which no topology change shows. Connecting to a dead node costs a refused connect.
+pub const UNREACHABLE_RECHECK: Duration = Duration::from_millis(200);
+
+/// The step for a held request with `remaining` time left on its hold. A flagged master or an
+/// uncovered slot only changes with the topology; an unreachable node or a cluster that says
+/// CLUSTERDOWN may heal without one, so those are tried again every so often.
+pub fn hold_step(why: Unserved, remaining: Duration) -> HoldStep {
+    if remaining.is_zero() {
+        return HoldStep::Release;
+    }
+    let recheck = match why {
+        Unserved::Unreachable => Some(UNREACHABLE_RECHECK),
+        Unserved::ClusterDown => Some(backoff(2)),
+        Unserved::Flagged | Unserved::Uncovered => None,
+    };
+    HoldStep::Wait {
+        recheck: recheck.map(|r| r.min(remaining)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +221,32 @@ mod tests {
             after_failure(BackendError::Connect, 0),
             Step::Reroute { .. }
         ));
+    }
+
+    #[test]
+    fn held_requests_wait_for_a_change_and_stop_at_the_deadline() {
+        let left = Duration::from_secs(3);
+        for why in [Unserved::Flagged, Unserved::Uncovered] {
+            assert_eq!(hold_step(why, left), HoldStep::Wait { recheck: None });
+        }
+        assert_eq!(
+            hold_step(Unserved::Unreachable, left),
+            HoldStep::Wait {
+                recheck: Some(UNREACHABLE_RECHECK)
+            }
+        );
+        assert!(matches!(
+            hold_step(Unserved::ClusterDown, Duration::from_millis(5)),
+            HoldStep::Wait { recheck: Some(r) } if r == Duration::from_millis(5)
+        ));
+        for why in [
+            Unserved::Unreachable,
+            Unserved::Flagged,
+            Unserved::Uncovered,
+            Unserved::ClusterDown,
+        ] {
+            assert_eq!(hold_step(why, Duration::ZERO), HoldStep::Release);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo
 use crate::backend::BackendError;
 use crate::cluster::slot::key_slot;
 use crate::fanout::{self, Fanout};
-use crate::forward::{failure_reply, route_error, Client, Forward};
+use crate::forward::{failure_reply, route_error, Client, Forward, Routed};
 use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
 use crate::protocol::command::{CommandId, CommandInfo, Handling};
@@ -439,14 +439,16 @@ impl Reader {
         readonly: bool,
     ) -> Step {
         let readonly = self.read_your_writes(slot, readonly);
-        match Forward::route(
+        match Forward::route_or_hold(
             &self.proxy,
             self.client(),
             req.bytes().clone(),
             slot,
             readonly,
         ) {
-            Ok((f, conn)) => Step::Route(f, conn),
+            Ok(Routed::Send(f, conn)) => Step::Route(f, conn),
+            // Held through a failover: queued in order, sent when its slot has a master.
+            Ok(Routed::Held(f)) => Step::Queue(Pending::Forward(f, self.client())),
             Err(e) => Step::Queue(Pending::Ready(e)),
         }
     }

@@ -83,7 +83,8 @@ fn killing_a_master_costs_only_its_own_slots_and_only_until_failover() {
         assert_eq!(&v, *k, "data replicated before the kill survives");
         let _: () = c.set(k.as_str(), "new").unwrap();
     }
-    let new_master = cluster.master_of_slot(key_slot(probe.as_bytes()).0);
+    let new_master =
+        cluster.settled_master_of_slot(key_slot(probe.as_bytes()).0, Duration::from_secs(20));
     assert_ne!(new_master, victim);
 }
 

@@ -396,5 +396,9 @@ fn failover_is_survived(cluster: &Cluster, proxy: &Proxy) {
             .query(&mut c)
             .unwrap();
     }
-    assert_ne!(cluster.master_of_slot(key_slot(probe.as_bytes()).0), victim);
+    let slot = key_slot(probe.as_bytes()).0;
+    assert_ne!(
+        cluster.settled_master_of_slot(slot, Duration::from_secs(20)),
+        victim
+    );
 }

@@ -6,16 +6,21 @@
 //! Seeds and the refresh interval are read from the live configuration when one is attached
 //! ([`Refresher::with_config`]), so a reload changes them. Logs: INFO only when the view
 //! changes; one WARN when refreshes start failing, one line when they work again.
+//!
+//! While a failover is in progress it polls fast, from several nodes at once; those decisions
+//! (which nodes, which view wins, when to poll next) are pure functions in [`super::poll`].
+//! Every store is announced to [`TopologyWaiter`]s: requests held for a new master wait on it.
+use super::poll::{self, Pick, Signals};
 use super::topology::Topology;
 use crate::backend::control;
 use crate::backend::pool::{NodeBackend, Pool};
 use crate::config::Config;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// The topology plus a backend handle per node (same indices), swapped in as one unit.
@@ -127,6 +132,42 @@ pub struct Refresher {
     config: Option<Arc<ArcSwap<Config>>>,
     /// (a node refused the proxy, why): see [`Self::last_failure`].
     last_failure: std::sync::Mutex<Option<(bool, String)>>,
+    /// Bumped on every store of a new view.
+    changed: watch::Sender<u64>,
+    /// Live [`TopologyWaiter`]s (requests held for a topology change).
+    waiters: Arc<AtomicUsize>,
+    /// Nodes the request path could not reach, and when it last said so.
+    unreachable: std::sync::Mutex<Vec<(SocketAddr, Instant)>>,
+    /// The cluster's `cluster-node-timeout` in ms, once a node told us (0 = not yet).
+    node_timeout_ms: AtomicU64,
+}
+
+/// A subscription to topology changes, held by a request that waits for a new master. While
+/// any exists, the refresher polls fast.
+pub struct TopologyWaiter {
+    rx: watch::Receiver<u64>,
+    waiters: Arc<AtomicUsize>,
+}
+
+impl TopologyWaiter {
+    /// Waits until a new view is stored after this waiter was made (or since the last call).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await; // the refresher is gone: no change will come
+        }
+    }
+}
+
+impl Drop for TopologyWaiter {
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for TopologyWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopologyWaiter")
+    }
 }
 
 impl Refresher {
@@ -147,6 +188,60 @@ impl Refresher {
             last_success_ms: AtomicU64::new(0),
             config: None,
             last_failure: std::sync::Mutex::new(None),
+            changed: watch::channel(0).0,
+            waiters: Arc::new(AtomicUsize::new(0)),
+            unreachable: std::sync::Mutex::new(Vec::new()),
+            node_timeout_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Subscribes to the topology changes from now on; the refresher polls fast until the
+    /// waiter is dropped. Subscribe first, then look at the view: no change is missed.
+    pub fn waiter(&self) -> TopologyWaiter {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        TopologyWaiter {
+            rx: self.changed.subscribe(),
+            waiters: self.waiters.clone(),
+        }
+    }
+
+    /// How many views have been stored so far (a version to compare).
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
+    /// The request path could not reach `addr` (connect failed, or the connection broke or
+    /// timed out): poll fast for a while, and ask that node last.
+    pub fn report_unreachable(&self, addr: SocketAddr) {
+        let now = Instant::now();
+        let mut u = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        match u.iter_mut().find(|(a, _)| *a == addr) {
+            Some(e) => e.1 = now,
+            None => u.push((addr, now)),
+        }
+        drop(u);
+        self.trigger(Trigger::ConnError);
+    }
+
+    /// Nodes reported unreachable within [`poll::UNREACHABLE_WINDOW`].
+    fn recently_unreachable(&self) -> Vec<SocketAddr> {
+        let mut u = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        u.retain(|(_, at)| at.elapsed() < poll::UNREACHABLE_WINDOW);
+        u.iter().map(|(a, _)| *a).collect()
+    }
+
+    fn signals(&self) -> Signals {
+        Signals {
+            held: self.waiters.load(Ordering::Relaxed) > 0,
+            unreachable: !self.recently_unreachable().is_empty(),
+        }
+    }
+
+    /// The cluster's `cluster-node-timeout`, once a node has told us.
+    pub fn node_timeout(&self) -> Option<Duration> {
+        match self.node_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 
@@ -231,13 +326,9 @@ impl Refresher {
         loop {
             let started = Instant::now();
             self.refresh(trigger).await;
-            // Until a full view is known, keep trying often; then on the timer or when poked.
-            let covered = self.view().topology.slots_covered() == super::slot::SLOT_COUNT;
-            let wait = if covered {
-                self.interval()
-            } else {
-                self.opts.debounce.max(Duration::from_millis(200))
-            };
+            // Until a full, healthy view is known, poll fast; then on the timer or when poked.
+            let fast = poll::fast(&self.view().topology, self.signals());
+            let wait = poll::next_wait(fast, self.interval());
             trigger = tokio::select! {
                 _ = tokio::time::sleep(wait) => Trigger::Timer,
                 _ = self.wake.notified() => {
@@ -255,57 +346,52 @@ impl Refresher {
     }
 
     /// One refresh: asks known nodes (masters first), then the seeds, until one gives a view no
-    /// older than the current one.
+    /// older than the current one; one node at a time, or several at once during a failover.
     pub async fn refresh(&self, trigger: Trigger) -> Outcome {
         let started = Instant::now();
         let current = self.view.load_full();
-        let mut candidates: Vec<SocketAddr> = Vec::new();
-        let t = &current.topology;
-        for role in [
-            super::topology::Role::Master,
-            super::topology::Role::Replica,
-        ] {
-            candidates.extend(
-                t.nodes()
-                    .iter()
-                    .filter(|n| n.role == role && !n.failed)
-                    .map(|n| n.addr),
-            );
-        }
+        let mut seeds: Vec<SocketAddr> = Vec::new();
         for seed in &self.seeds() {
             if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
-                candidates.extend(addrs);
+                seeds.extend(addrs);
             }
         }
-        candidates.extend(t.nodes().iter().filter(|n| n.failed).map(|n| n.addr));
-        let mut seen = std::collections::HashSet::new();
-        candidates.retain(|a| seen.insert(*a));
+        let unreachable = self.recently_unreachable();
+        let fast = poll::fast(&current.topology, self.signals());
+        let candidates = poll::candidates(&current.topology, &seeds, &unreachable);
 
         let mut outcome = Outcome::Failed;
         // Why this round reached no node; a refusal (credentials, TLS) says more than a node
         // that is down, so it is kept over later errors.
         let mut failure: Option<(bool, String)> = None;
-        for addr in candidates {
-            let topology = match self.fetch(addr).await {
-                Ok(t) => t,
-                Err(Some(e)) => {
-                    self.observer.control_failed(addr, e.kind());
-                    let refused = matches!(
-                        e,
-                        crate::backend::ConnectError::Auth(_)
-                            | crate::backend::ConnectError::Tls(_)
-                    );
-                    if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
-                        failure = Some((refused, format!("node {addr}: {e}")));
+        for batch in candidates.chunks(poll::fanout(fast)) {
+            let mut views: Vec<(SocketAddr, Topology)> = Vec::with_capacity(batch.len());
+            for (addr, fetched) in self.fetch_all(batch).await {
+                match fetched {
+                    Ok(t) => views.push((addr, t)),
+                    Err(Some(e)) => {
+                        self.observer.control_failed(addr, e.kind());
+                        let refused = matches!(
+                            e,
+                            crate::backend::ConnectError::Auth(_)
+                                | crate::backend::ConnectError::Tls(_)
+                        );
+                        if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
+                            failure = Some((refused, format!("node {addr}: {e}")));
+                        }
                     }
+                    Err(None) => {}
+                }
+            }
+            let fetched: Vec<&Topology> = views.iter().map(|(_, t)| t).collect();
+            let (addr, topology) = match poll::pick(&current.topology, &fetched) {
+                Pick::Nothing => continue,
+                Pick::Stale => {
+                    outcome = Outcome::Stale;
                     continue;
                 }
-                Err(None) => continue,
+                Pick::View(i) => views.swap_remove(i),
             };
-            if !current.topology.is_superseded_by(&topology) {
-                outcome = Outcome::Stale;
-                continue;
-            }
             self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
             if topology.same_layout(&current.topology) {
                 outcome = Outcome::Unchanged;
@@ -328,7 +414,11 @@ impl Refresher {
             // in flight holds them); failed nodes are still listed, so they are kept.
             self.pool.retain(|a| view.topology.node_at(*a).is_some());
             self.view.store(Arc::new(view));
+            self.changed.send_modify(|v| *v += 1);
             outcome = Outcome::Updated;
+            if self.node_timeout().is_none() {
+                self.learn_node_timeout(addr).await;
+            }
             break;
         }
         let failure = if outcome == Outcome::Failed {
@@ -357,36 +447,51 @@ impl Refresher {
         outcome
     }
 
-    /// `CLUSTER NODES` from `addr`, parsed; `Err(Some(_))` when the node could not be asked.
-    async fn fetch(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<Topology, Option<crate::backend::ConnectError>> {
-        let reply = match control::query(
-            self.pool.connector(),
-            addr,
-            &["CLUSTER", "NODES"],
-            self.opts.query_timeout,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!("CLUSTER NODES from {addr}: {e}");
-                return Err(Some(e));
+    /// `CLUSTER NODES` from every node of `batch`, at once when there are several. Once one
+    /// view is in, the others get [`poll::FAST_GRACE`] more: a hung node delays no poll.
+    async fn fetch_all(&self, batch: &[SocketAddr]) -> Vec<(SocketAddr, Fetched)> {
+        let connector = self.pool.connector();
+        let timeout = self.opts.query_timeout;
+        if let [addr] = batch {
+            return vec![(*addr, fetch(connector, *addr, timeout).await)];
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for &addr in batch {
+            let connector = connector.clone();
+            set.spawn(async move { (addr, fetch(&connector, addr, timeout).await) });
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut cutoff = Instant::now() + timeout;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(cutoff, set.join_next()).await {
+            let Ok((addr, fetched)) = joined else {
+                continue;
+            };
+            if fetched.is_ok() {
+                cutoff = cutoff.min(Instant::now() + poll::FAST_GRACE);
             }
-        };
-        let text = match control::bulk_payload(&reply) {
-            Ok(t) => String::from_utf8_lossy(t).into_owned(),
-            Err(e) => {
-                tracing::debug!("CLUSTER NODES from {addr}: {e}");
-                return Err(Some(crate::backend::ConnectError::Refused(e)));
-            }
-        };
-        Topology::from_cluster_nodes(&text, addr).map_err(|e| {
-            tracing::debug!("CLUSTER NODES from {addr}: {e}");
-            None
-        })
+            out.push((addr, fetched));
+        }
+        // Keep the order the nodes were asked in (masters first): it breaks ties.
+        out.sort_by_key(|(a, _)| batch.iter().position(|b| b == a));
+        out
+    }
+
+    /// Asks `addr` for `cluster-node-timeout` (failover holds default to twice it).
+    async fn learn_node_timeout(&self, addr: SocketAddr) {
+        let args = ["CONFIG", "GET", "cluster-node-timeout"];
+        match control::query(self.pool.connector(), addr, &args, self.opts.query_timeout).await {
+            Ok(reply) => match poll::parse_node_timeout(&reply) {
+                Some(ms) => {
+                    tracing::debug!("cluster-node-timeout is {ms} ms (from {addr})");
+                    self.node_timeout_ms.store(ms, Ordering::Relaxed);
+                }
+                None => tracing::debug!(
+                    "CONFIG GET cluster-node-timeout on {addr}: {}",
+                    String::from_utf8_lossy(&reply).trim_end()
+                ),
+            },
+            Err(e) => tracing::debug!("CONFIG GET cluster-node-timeout on {addr}: {e}"),
+        }
     }
 }
 
@@ -395,4 +500,33 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A parsed `CLUSTER NODES`, or `Err(Some(_))` when the node could not be asked.
+type Fetched = Result<Topology, Option<crate::backend::ConnectError>>;
+
+/// `CLUSTER NODES` from `addr`, parsed.
+async fn fetch(
+    connector: &crate::backend::connector::Connector,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Fetched {
+    let reply = match control::query(connector, addr, &["CLUSTER", "NODES"], timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!("CLUSTER NODES from {addr}: {e}");
+            return Err(Some(e));
+        }
+    };
+    let text = match control::bulk_payload(&reply) {
+        Ok(t) => String::from_utf8_lossy(t).into_owned(),
+        Err(e) => {
+            tracing::debug!("CLUSTER NODES from {addr}: {e}");
+            return Err(Some(crate::backend::ConnectError::Refused(e)));
+        }
+    };
+    Topology::from_cluster_nodes(&text, addr).map_err(|e| {
+        tracing::debug!("CLUSTER NODES from {addr}: {e}");
+        None
+    })
 }

@@ -435,11 +435,31 @@ impl Cluster {
 
     /// The master serving `slot` now, as a live node sees it.
     pub fn master_of_slot(&self, slot: u16) -> SocketAddr {
+        self.try_master_of_slot(slot)
+            .unwrap_or_else(|| panic!("no live master serves slot {slot}"))
+    }
+
+    fn try_master_of_slot(&self, slot: u16) -> Option<SocketAddr> {
         self.healthy_lines()
             .iter()
             .find(|l| l.is_master() && l.slots.iter().any(|r| r.start <= slot && slot <= r.end))
             .and_then(|l| l.addr)
-            .unwrap_or_else(|| panic!("no live master serves slot {slot}"))
+    }
+
+    /// The master serving `slot` once the node asked knows one (after a failover, nodes learn
+    /// of the promotion at slightly different times; the proxy may use it before some do).
+    pub fn settled_master_of_slot(&self, slot: u16, limit: Duration) -> SocketAddr {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(a) = self.try_master_of_slot(slot) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no live master serves slot {slot} after {limit:?}"
+            );
+            sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGKILLs a node and waits until its process is gone.
