@@ -37,6 +37,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub health: Arc<Health>,
     pub reloader: Arc<Reloader>,
+    /// Bumped by a worker's refresher when it stores a changed view; the others refresh at once.
+    pub topology_news: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Loads the command table (from the cluster, else the shipped one) and builds the metrics.
@@ -69,6 +71,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Shared> {
         counters: Arc::new(Counters::default()),
         health: Health::new(),
         reloader: Arc::new(Reloader::default()),
+        topology_news: Arc::new(tokio::sync::watch::channel(0).0),
     })
 }
 
@@ -96,7 +99,8 @@ pub fn worker(config: Config, shared: &Shared) -> Arc<Proxy> {
     };
     let refresher = Arc::new(
         Refresher::new(pool, config.seeds.clone(), refresh, observer)
-            .with_config(shared.config.clone()),
+            .with_config(shared.config.clone())
+            .with_peers(shared.topology_news.clone()),
     );
     tokio::spawn(refresher.clone().run());
     tokio::spawn(health::probe(refresher.clone(), shared.config.clone()));

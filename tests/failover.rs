@@ -86,6 +86,14 @@ fn killing_a_master_costs_only_its_own_slots_and_only_until_failover() {
     let new_master =
         cluster.settled_master_of_slot(key_slot(probe.as_bytes()).0, Duration::from_secs(20));
     assert_ne!(new_master, victim);
+    // The operator is told, once per worker at most, which master replaced which.
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("failover: master {victim} ("))
+            && log.contains(&format!(") replaced by {new_master} (")),
+        "a WARN names the failover:\n{}",
+        proxy.log_tail(30)
+    );
 }
 
 #[test]

@@ -137,6 +137,65 @@ fn healthy_slots(t: &Topology) -> usize {
 }
 
 /// The `cluster-node-timeout` in a `CONFIG GET cluster-node-timeout` reply (RESP2 array or
+/// Slots that changed master between two views: from `from` to `to`, how many, and whether
+/// the old master is failed (or gone) in the new view, which makes it a failover rather than a
+/// resharding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub from: SocketAddr,
+    pub from_id: String,
+    pub to: SocketAddr,
+    pub to_id: String,
+    pub slots: usize,
+    pub failover: bool,
+}
+
+/// Masters of `old` whose slots have no master in `new` (a failed master before its replica
+/// is promoted): (address, id, slots), for the log.
+pub fn orphaned(old: &Topology, new: &Topology) -> Vec<(SocketAddr, String, usize)> {
+    let mut lost: std::collections::BTreeMap<usize, usize> = Default::default();
+    for s in 0..SLOT_COUNT as u16 {
+        let slot = super::slot::Slot(s);
+        if let (Some(a), None) = (old.master_of(slot), new.master_of(slot)) {
+            *lost.entry(a).or_default() += 1;
+        }
+    }
+    lost.into_iter()
+        .map(|(a, n)| (old.nodes()[a].addr, old.nodes()[a].id.clone(), n))
+        .collect()
+}
+
+/// What [`Handover`]s `new` shows against `old` (one per pair of masters), for the log.
+pub fn handovers(old: &Topology, new: &Topology) -> Vec<Handover> {
+    let mut moved: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+    for s in 0..SLOT_COUNT as u16 {
+        let slot = super::slot::Slot(s);
+        if let (Some(a), Some(b)) = (old.master_of(slot), new.master_of(slot)) {
+            if old.nodes()[a].addr != new.nodes()[b].addr {
+                *moved.entry((a, b)).or_default() += 1;
+            }
+        }
+    }
+    moved
+        .into_iter()
+        .map(|((a, b), slots)| {
+            let (from, to) = (&old.nodes()[a], &new.nodes()[b]);
+            let failover = match new.node_at(from.addr) {
+                Some(i) => new.nodes()[i].failed,
+                None => true,
+            };
+            Handover {
+                from: from.addr,
+                from_id: from.id.clone(),
+                to: to.addr,
+                to_id: to.id.clone(),
+                slots,
+                failover,
+            }
+        })
+        .collect()
+}
+
 /// RESP3 map: the value is the last line), in milliseconds.
 pub fn parse_node_timeout(reply: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(reply).ok()?;
@@ -286,5 +345,46 @@ f 127.0.0.1:6@2 slave c 0 0 3 connected
             parse_node_timeout(b"*2\r\n$20\r\ncluster-node-timeout\r\n$1\r\nx\r\n"),
             None
         );
+    }
+
+    #[test]
+    fn a_promotion_is_a_failover_and_a_move_is_not() {
+        let before = "\
+a 127.0.0.1:1@2 master - 0 0 1 connected 0-8191
+b 127.0.0.1:2@2 master - 0 0 2 connected 8192-16383
+c 127.0.0.1:3@2 slave a 0 0 1 connected
+";
+        let promoted = "\
+a 127.0.0.1:1@2 master,fail - 0 0 1 disconnected
+b 127.0.0.1:2@2 master - 0 0 2 connected 8192-16383
+c 127.0.0.1:3@2 master - 0 0 3 connected 0-8191
+";
+        let moved = "\
+a 127.0.0.1:1@2 master - 0 0 1 connected 0-8190
+b 127.0.0.1:2@2 master - 0 0 4 connected 8191-16383
+c 127.0.0.1:3@2 slave a 0 0 1 connected
+";
+        let q = "127.0.0.1:2".parse().unwrap();
+        let old = Topology::from_cluster_nodes(before, q).unwrap();
+        let h = handovers(&old, &Topology::from_cluster_nodes(promoted, q).unwrap());
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].from_id.as_str(), h[0].to_id.as_str()), ("a", "c"));
+        assert_eq!((h[0].slots, h[0].failover), (8192, true));
+        let h = handovers(&old, &Topology::from_cluster_nodes(moved, q).unwrap());
+        assert_eq!((h[0].slots, h[0].failover), (1, false));
+        assert!(handovers(&old, &old).is_empty());
+        let uncovered = "\
+a 127.0.0.1:1@2 master,fail - 0 0 1 disconnected
+b 127.0.0.1:2@2 master - 0 0 2 connected 8192-16383
+c 127.0.0.1:3@2 slave a 0 0 1 connected
+";
+        let mid = Topology::from_cluster_nodes(uncovered, q).unwrap();
+        assert_eq!(
+            orphaned(&old, &mid),
+            vec![(old.nodes()[0].addr, "a".to_string(), 8192)]
+        );
+        // The promotion after the uncovered view is still a failover against the old owner.
+        let h = handovers(&old, &Topology::from_cluster_nodes(promoted, q).unwrap());
+        assert_eq!((h[0].from_id.as_str(), h[0].failover), ("a", true));
     }
 }

@@ -47,15 +47,18 @@ pub enum Trigger {
     Moved,
     ConnError,
     ClusterDown,
+    /// Another worker's refresher stored a changed view.
+    Peer,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 5] = [
+    pub const ALL: [Trigger; 6] = [
         Trigger::Startup,
         Trigger::Timer,
         Trigger::Moved,
         Trigger::ConnError,
         Trigger::ClusterDown,
+        Trigger::Peer,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +67,7 @@ impl Trigger {
             Trigger::Moved => "moved",
             Trigger::ConnError => "conn_error",
             Trigger::ClusterDown => "clusterdown",
+            Trigger::Peer => "peer",
         }
     }
 }
@@ -134,6 +138,13 @@ pub struct Refresher {
     last_failure: std::sync::Mutex<Option<(bool, String)>>,
     /// Bumped on every store of a new view.
     changed: watch::Sender<u64>,
+    /// Shared by every worker's refresher (per-core mode runs one per worker): bumped when one
+    /// of them stores a changed view, so the others look at once instead of a poll later; a
+    /// worker a poll behind would go on writing to a master the cluster has failed.
+    peers: Option<Arc<watch::Sender<u64>>>,
+    /// The last view that covered at least as many slots as the one before it: what a
+    /// failover's promotion is compared with (the view in between has the slots uncovered).
+    reference: std::sync::Mutex<Option<Arc<View>>>,
     /// Live [`TopologyWaiter`]s (requests held for a topology change).
     waiters: Arc<AtomicUsize>,
     /// Nodes the request path could not reach, and when it last said so.
@@ -189,6 +200,8 @@ impl Refresher {
             config: None,
             last_failure: std::sync::Mutex::new(None),
             changed: watch::channel(0).0,
+            peers: None,
+            reference: std::sync::Mutex::new(None),
             waiters: Arc::new(AtomicUsize::new(0)),
             unreachable: std::sync::Mutex::new(Vec::new()),
             node_timeout_ms: AtomicU64::new(0),
@@ -243,6 +256,12 @@ impl Refresher {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         }
+    }
+
+    /// Shares topology news with the other workers' refreshers (see `peers`).
+    pub fn with_peers(mut self, peers: Arc<watch::Sender<u64>>) -> Refresher {
+        self.peers = Some(peers);
+        self
     }
 
     /// Reads seeds and the refresh interval from `config` at each use, so a reload changes them.
@@ -323,14 +342,31 @@ impl Refresher {
     /// The refresh loop; runs for the life of the proxy.
     pub async fn run(self: Arc<Self>) {
         let mut trigger = Trigger::Startup;
+        let mut news = self.peers.as_ref().map(|p| p.subscribe());
         loop {
             let started = Instant::now();
-            self.refresh(trigger).await;
+            if self.refresh(trigger).await == Outcome::Updated {
+                if let (Some(peers), Some(rx)) = (&self.peers, &mut news) {
+                    peers.send_modify(|n| *n += 1);
+                    rx.borrow_and_update(); // our own news
+                }
+            }
             // Until a full, healthy view is known, poll fast; then on the timer or when poked.
             let fast = poll::fast(&self.view().topology, self.signals());
             let wait = poll::next_wait(fast, self.interval());
+            let peer_news = async {
+                match &mut news {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             trigger = tokio::select! {
                 _ = tokio::time::sleep(wait) => Trigger::Timer,
+                _ = peer_news => Trigger::Peer,
                 _ = self.wake.notified() => {
                     let bits = self.pending.swap(0, Ordering::Relaxed);
                     Trigger::ALL.into_iter().find(|t| bits & (1 << (*t as u64)) != 0).unwrap_or(Trigger::Timer)
@@ -403,6 +439,35 @@ impl Refresher {
                 .map(|n| self.pool.node(n.addr))
                 .collect();
             let view = View { topology, backends };
+            for (addr, id, slots) in poll::orphaned(&current.topology, &view.topology) {
+                tracing::warn!(
+                    "master {addr} ({id}) failed: {slots} slots have no master until a replica is promoted"
+                );
+            }
+            // Handovers are judged against the last view that covered at least as much, so a
+            // promotion after an uncovered spell is still seen as the failover it is.
+            let reference = {
+                let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
+                let before = r.clone().unwrap_or_else(|| current.clone());
+                if view.topology.slots_covered() >= before.topology.slots_covered() {
+                    *r = None; // replaced below, once the view is stored
+                }
+                before
+            };
+            for h in poll::handovers(&reference.topology, &view.topology) {
+                if h.failover {
+                    tracing::warn!(
+                        "failover: master {} ({}) replaced by {} ({}) for {} slots",
+                        h.from,
+                        h.from_id,
+                        h.to,
+                        h.to_id,
+                        h.slots
+                    );
+                } else {
+                    tracing::info!("{} slots moved from {} to {}", h.slots, h.from, h.to);
+                }
+            }
             tracing::info!(
                 trigger = trigger.as_str(),
                 epoch = view.topology.epoch(),
@@ -413,7 +478,14 @@ impl Refresher {
             // Nodes the cluster no longer lists lose their pooled connections (once no request
             // in flight holds them); failed nodes are still listed, so they are kept.
             self.pool.retain(|a| view.topology.node_at(*a).is_some());
-            self.view.store(Arc::new(view));
+            let view = Arc::new(view);
+            {
+                let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
+                if r.is_none() {
+                    *r = Some(view.clone());
+                }
+            }
+            self.view.store(view);
             self.changed.send_modify(|v| *v += 1);
             outcome = Outcome::Updated;
             if self.node_timeout().is_none() {
