@@ -118,21 +118,23 @@ impl Forward {
 
     /// Like [`route`](Forward::route), but a request whose slot's master is flagged failing,
     /// or whose slot has no master, is held (if the bounds allow) rather than sent or failed.
+    /// `read_from` is the configuration's, read once by the caller for the whole request.
     pub fn route_or_hold(
         proxy: &Proxy,
         client: Client,
         req: Bytes,
         slot: Option<Slot>,
         readonly: bool,
+        read_from: ReadFrom,
     ) -> Result<Routed, Bytes> {
-        let held = match target(proxy, client, slot, readonly, false)? {
+        let held = match target(proxy, client, slot, readonly, read_from)? {
             Target::Node(addr, conn) => {
                 return Ok(Routed::Send(Forward::new(req, slot, readonly, addr), conn))
             }
             _ => proxy.start_hold(),
         };
         // Look again now that the hold listens for changes: none is missed in between.
-        let (addr, send) = match target(proxy, client, slot, readonly, false)? {
+        let (addr, send) = match target(proxy, client, slot, readonly, read_from)? {
             Target::Node(addr, conn) => (addr, Some(conn)),
             Target::Flagged(addr, conn) => (addr, held.is_none().then_some(conn)),
             Target::Uncovered(e) if held.is_none() => return Err(e),
@@ -330,7 +332,8 @@ impl Forward {
                 held.wait(recheck).await;
             }
             let release = step == HoldStep::Release || held.remaining().is_zero();
-            let (addr, conn) = match target(proxy, client, self.slot, self.readonly, false) {
+            let read_from = proxy.config().read_from;
+            let (addr, conn) = match target(proxy, client, self.slot, self.readonly, read_from) {
                 Err(reply) => return Err(reply),
                 Ok(Target::Node(addr, conn)) => (addr, conn),
                 Ok(Target::Flagged(addr, conn)) if release => {
@@ -357,20 +360,16 @@ impl Forward {
     }
 }
 
-/// Where the topology sends a request for `slot` now, on the client's shared connection.
+/// Where the topology sends a request for `slot` now, on the client's shared connection,
+/// under read policy `policy`.
 fn target(
     proxy: &Proxy,
     client: Client,
     slot: Option<Slot>,
     readonly: bool,
-    force_master: bool,
+    policy: ReadFrom,
 ) -> Result<Target, Bytes> {
     let view = proxy.refresher.view();
-    let policy = if force_master {
-        ReadFrom::Master
-    } else {
-        proxy.config().read_from
-    };
     // The spread counter is shared by every worker: touch it only when the pick uses it
     // (keyless commands, reads that may go to a replica), not on every request.
     let spread = if slot.is_none() || (readonly && policy != ReadFrom::Master) {
@@ -409,7 +408,12 @@ fn routed_conn(
     readonly: bool,
     force_master: bool,
 ) -> Result<(SocketAddr, BackendConn), Bytes> {
-    match target(proxy, client, slot, readonly, force_master)? {
+    let policy = if force_master {
+        ReadFrom::Master
+    } else {
+        proxy.config().read_from
+    };
+    match target(proxy, client, slot, readonly, policy)? {
         Target::Node(addr, conn) | Target::Flagged(addr, conn) => Ok((addr, conn)),
         Target::Uncovered(reply) => Err(reply),
     }

@@ -438,13 +438,18 @@ impl Reader {
         slot: Option<crate::cluster::slot::Slot>,
         readonly: bool,
     ) -> Step {
-        let readonly = self.read_your_writes(slot, readonly);
+        // One configuration load per request (each `config()` is an ArcSwap load).
+        let c = self.proxy.config();
+        let (read_from, window) = (c.read_from, c.read_your_writes);
+        drop(c);
+        let readonly = self.read_your_writes(slot, readonly, read_from, window);
         match Forward::route_or_hold(
             &self.proxy,
             self.client(),
             req.bytes().clone(),
             slot,
             readonly,
+            read_from,
         ) {
             Ok(Routed::Send(f, conn)) => Step::Route(f, conn),
             // Held through a failover: queued in order, sent when its slot has a master.
@@ -459,12 +464,13 @@ impl Reader {
         &mut self,
         slot: Option<crate::cluster::slot::Slot>,
         readonly: bool,
+        read_from: ReadFrom,
+        window: Option<std::time::Duration>,
     ) -> bool {
-        let c = self.proxy.config();
-        let (Some(window), Some(slot)) = (c.read_your_writes, slot) else {
+        let (Some(window), Some(slot)) = (window, slot) else {
             return readonly;
         };
-        if c.read_from == ReadFrom::Master {
+        if read_from == ReadFrom::Master {
             return readonly;
         }
         let now = std::time::Instant::now();
