@@ -399,6 +399,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether reads may go to replicas (`read_from` other than `master`).
+    pub fn replica_reads(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.seeds.is_empty() {

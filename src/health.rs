@@ -254,7 +254,7 @@ impl ConnEvents for Events {
         self.next.connect_failed(addr, error);
     }
 
-    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<crate::metrics::NodeStats>> {
+    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<dyn crate::backend::NodeObserver>> {
         self.next.node_stats(addr)
     }
 }

@@ -228,6 +228,20 @@ impl Proxy {
     }
 }
 
+impl crate::metrics::ScrapeSource for Proxy {
+    fn connected_clients(&self) -> usize {
+        Proxy::connected_clients(self)
+    }
+
+    fn last_refresh_unix(&self) -> u64 {
+        self.refresher.last_success_unix()
+    }
+
+    fn health(&self) -> crate::health::Report {
+        self.health.report(&self.config())
+    }
+}
+
 #[cfg(test)]
 impl Proxy {
     /// A proxy whose refresher never runs (an empty topology), for unit tests of what depends

@@ -10,9 +10,7 @@
 //! The task connects lazily, on the first job, and again after any failure.
 use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
-use super::{BackendError, ConnEvents};
-use crate::cluster::topology::Role;
-use crate::metrics::NodeStats;
+use super::{BackendError, ConnEvents, NodeObserver, Role};
 use crate::protocol::reply::Proto;
 use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
@@ -250,7 +248,7 @@ async fn serve(
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     match stream {
         // Plain TCP splits into owned halves without a lock between them.
@@ -271,7 +269,7 @@ async fn serve_halves(
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let inflight = Inflight {
         queue: Mutex::new(VecDeque::new()),
@@ -309,7 +307,7 @@ async fn write_loop(
     rx: &mut JobReceiver,
     inflight: &Inflight,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     let mut owed: Vec<Pending> = Vec::new();
@@ -386,7 +384,7 @@ fn hand_over(inflight: &Inflight, owed: &mut Vec<Pending>) {
 async fn read_loop(
     mut read: impl AsyncRead + Unpin,
     inflight: &Inflight,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
