@@ -457,5 +457,11 @@ async fn read_loop(
             }
             p.reply.send(Ok(reply));
         }
+        drop(q);
+        if buf.is_empty() && buf.capacity() > 256 * 1024 {
+            // After a large reply the buffer would keep its allocation for the life of the
+            // connection: give it back (memory returns after a burst).
+            buf = BytesMut::with_capacity(16 * 1024);
+        }
     }
 }
