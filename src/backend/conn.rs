@@ -7,6 +7,13 @@
 //! does not come within the command timeout resets the connection and fails every pending job,
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
+//! Replies are never held back here for a slow client: each is delivered into its client's
+//! reply queue as soon as it is framed, so the other clients on the connection keep flowing.
+//! The memory that costs is bounded where requests are sent, not here: a client's reader sends
+//! only while the bytes it owes (arrived, plus an estimate per request in flight) are under its
+//! cap, so what one connection can deliver to a client is its cap plus its requests in flight
+//! times their reply size (see [`crate::reply_memory`]).
+//!
 //! The task connects lazily, on the first job, and again after any failure.
 use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
