@@ -48,6 +48,10 @@ pub struct Config {
     pub max_inline_len: usize,
     /// Requests one client may have in flight before the proxy stops reading from it.
     pub max_pipeline: usize,
+    /// Bytes of replies owed to one client before the proxy stops reading from it.
+    pub client_reply_buffer_limit: usize,
+    /// Bytes of replies owed to all clients before the biggest debtors stop being read.
+    pub max_reply_memory: usize,
     pub worker_threads: usize,
     pub runtime: RuntimeShape,
     /// On SIGTERM/SIGINT: how long clients have to get their replies before they are closed.
@@ -97,6 +101,8 @@ impl Default for Config {
             max_args: 1024 * 1024,
             max_inline_len: 64 * 1024,
             max_pipeline: 1024,
+            client_reply_buffer_limit: 64 * 1024 * 1024,
+            max_reply_memory: 1024 * 1024 * 1024,
             worker_threads: 0,
             runtime: RuntimeShape::PerCore,
             shutdown_grace: Duration::from_secs(10),
@@ -145,6 +151,8 @@ pub struct FileConfig {
     pub max_args: Option<usize>,
     pub max_inline_len: Option<usize>,
     pub max_pipeline: Option<usize>,
+    pub client_reply_buffer_limit: Option<usize>,
+    pub max_reply_memory: Option<usize>,
     /// 0 = one per core.
     pub worker_threads: Option<usize>,
     pub runtime: Option<RuntimeShape>,
@@ -379,6 +387,10 @@ impl Config {
                 max_args: file.max_args.unwrap_or(d.max_args),
                 max_inline_len: file.max_inline_len.unwrap_or(d.max_inline_len),
                 max_pipeline: file.max_pipeline.unwrap_or(d.max_pipeline),
+                client_reply_buffer_limit: file
+                    .client_reply_buffer_limit
+                    .unwrap_or(d.client_reply_buffer_limit),
+                max_reply_memory: file.max_reply_memory.unwrap_or(d.max_reply_memory),
                 worker_threads: args
                     .worker_threads
                     .or(file.worker_threads)
@@ -414,6 +426,9 @@ impl Config {
         }
         if self.max_clients == 0 || self.max_pipeline == 0 {
             return bad("max_clients and max_pipeline must be at least 1");
+        }
+        if self.client_reply_buffer_limit < 64 * 1024 || self.max_reply_memory < 64 * 1024 {
+            return bad("client_reply_buffer_limit and max_reply_memory must be at least 65536");
         }
         if self.command_timeout.is_zero()
             || self.connect_timeout.is_zero()

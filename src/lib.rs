@@ -29,6 +29,8 @@
 //! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.
+//! - [`reply_memory`]: the bytes of replies owed to each client and to all of them; when a
+//!   client must stop being read (`client_reply_buffer_limit`, `max_reply_memory`).
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
 //! - [`backend::conn`]: one multiplexed, pipelined backend socket, fed by a batch job queue
 //!   (`backend::jobs`).
@@ -64,6 +66,7 @@ pub mod proxy;
 pub mod pubsub;
 pub mod redirect;
 pub mod reload;
+pub mod reply_memory;
 pub mod reply_queue;
 pub mod router;
 pub mod server;

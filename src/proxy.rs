@@ -14,6 +14,7 @@ use crate::hold::{Held, Holds};
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
+use crate::reply_memory::{Budget, ReplyMemory};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct Counters {
     clients: AtomicUsize,
     /// Requests held through failovers, by every worker.
     held: Arc<AtomicUsize>,
+    /// Bytes of replies owed to all clients (`max_reply_memory`).
+    reply_memory: Arc<ReplyMemory>,
 }
 
 impl Default for Counters {
@@ -74,6 +77,7 @@ impl Default for Counters {
             next_session: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             held: Arc::new(AtomicUsize::new(0)),
+            reply_memory: Arc::default(),
         }
     }
 }
@@ -187,6 +191,21 @@ impl Proxy {
 
     pub fn release_client(&self) {
         self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The reply-memory limits a new client's queue enforces, over the process-wide count.
+    pub fn reply_budget(&self) -> Budget {
+        let c = self.config();
+        Budget {
+            client_limit: c.client_reply_buffer_limit,
+            global_limit: c.max_reply_memory,
+            memory: self.counters.reply_memory.clone(),
+        }
+    }
+
+    /// Bytes of replies owed to all clients of the process now.
+    pub fn reply_memory(&self) -> usize {
+        self.counters.reply_memory.total()
     }
 
     pub fn connected_clients(&self) -> usize {

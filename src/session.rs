@@ -1,8 +1,9 @@
 //! One client connection. The reader half reads as much as the socket holds, frames every
 //! complete request, routes it and sends it on (or answers it locally), and queues a
 //! `Pending` reply per request; the writer half resolves them strictly in request order and
-//! writes every reply that is ready in one syscall. The queue is bounded (`max_pipeline`): a
-//! client that does not read its replies stops being read, so memory stays bounded.
+//! writes every reply that is ready in one syscall. The queue is bounded by count
+//! (`max_pipeline`) and by the bytes of replies owed (see [`crate::reply_memory`]): a client
+//! that does not read its replies stops being read, so memory stays bounded.
 //!
 //! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
 //! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
@@ -23,12 +24,14 @@ use crate::reply_queue::ReplyQueue;
 use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
 use bytes::{Bytes, BytesMut};
 use client_io::{ClientRead, TlsClientStream};
+use read_buffer::{park_spare, take_spare};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod client_io;
+mod read_buffer;
 mod recent_writes;
 mod subscribe;
 mod transaction;
@@ -114,7 +117,10 @@ async fn serve(
     write: impl AsyncWrite + Unpin + Send,
 ) {
     let id = proxy.next_session_id();
-    let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
+    let queue = Arc::new(ReplyQueue::with_budget(
+        proxy.config().max_pipeline,
+        proxy.reply_budget(),
+    ));
     let state = ClientState {
         id,
         auth: crate::auth::ClientAuth::on_connect(&proxy),
@@ -532,29 +538,6 @@ impl Reader {
     }
 }
 
-thread_local! {
-    /// An emptied read buffer with room left, parked by the session that emptied it for the
-    /// next session on this thread to read into. With many clients sending one request at a
-    /// time, their requests are read into one allocation in turn instead of one each, and no
-    /// idle client holds a buffer.
-    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
-}
-
-fn take_spare() -> BytesMut {
-    SPARE.take().unwrap_or_default()
-}
-
-/// Parks `buf` for reuse if it has room worth reusing and is small: the room left after a
-/// large request would keep that request's whole allocation alive.
-fn park_spare(buf: BytesMut) {
-    if (1024..=SPARE_MAX).contains(&buf.capacity()) {
-        SPARE.set(Some(buf));
-    }
-}
-
-/// The largest spare read buffer kept per thread.
-const SPARE_MAX: usize = 64 * 1024;
-
 fn unsupported(info: &CommandInfo) -> Bytes {
     reply::error(&format!(
         "ERR slotproxy does not support '{}' (see README: what is not supported)",
@@ -599,6 +582,11 @@ async fn write_loop(
                     }
                 }
             },
+        };
+        // The bytes counted against the client's budget when this reply arrived.
+        let charged = match &reply {
+            Some(Ok(b)) => b.len(),
+            _ => 0,
         };
         let (bytes, close) = match pending {
             Pending::Ready(b) => (b, false),
@@ -658,6 +646,7 @@ async fn write_loop(
         } else {
             out.extend_from_slice(&bytes);
         }
+        queue.release(charged); // written, or copied into the (bounded) batch
         if close {
             let _ = flush(&mut write, &mut out).await;
             let _ = write.shutdown().await;
@@ -678,25 +667,4 @@ async fn flush(write: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> boo
         *out = BytesMut::new();
     }
     ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_small_read_buffers_are_parked() {
-        // The room left after a 1 MB request would pin that request's allocation.
-        park_spare(BytesMut::with_capacity(1 << 20));
-        assert_eq!(take_spare().capacity(), 0);
-        park_spare(BytesMut::with_capacity(512));
-        assert_eq!(
-            take_spare().capacity(),
-            0,
-            "too little room to be worth keeping"
-        );
-        park_spare(BytesMut::with_capacity(4096));
-        assert!(take_spare().capacity() >= 4096);
-        assert_eq!(take_spare().capacity(), 0, "taken once");
-    }
 }

@@ -7,6 +7,13 @@
 //! does not come within the command timeout resets the connection and fails every pending job,
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
+//! Replies are never held back here for a slow client: each is delivered into its client's
+//! reply queue as soon as it is framed, so the other clients on the connection keep flowing.
+//! The memory that costs is bounded where requests are sent, not here: a client's reader sends
+//! only while the bytes it owes (arrived, plus an estimate per request in flight) are under its
+//! cap, so what one connection can deliver to a client is its cap plus its requests in flight
+//! times their reply size (see [`crate::reply_memory`]).
+//!
 //! The task connects lazily, on the first job, and again after any failure.
 use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
@@ -454,6 +461,12 @@ async fn read_loop(
                 s.observe(p.role, at.saturating_duration_since(p.sent));
             }
             p.reply.send(Ok(reply));
+        }
+        drop(q);
+        if buf.is_empty() && buf.capacity() > 256 * 1024 {
+            // After a large reply the buffer would keep its allocation for the life of the
+            // connection: give it back (memory returns after a burst).
+            buf = BytesMut::with_capacity(16 * 1024);
         }
     }
 }
