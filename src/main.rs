@@ -2,7 +2,7 @@
 //! spawned one, and `up` does both for a newcomer (a local cluster and the proxy in front of it).
 use clap::{Parser, Subcommand};
 use slotproxy::bootstrap::{self, BootstrapArgs, DownArgs, NodeCredentials, NodeSecurity};
-use slotproxy::config::{Config, ServeArgs};
+use slotproxy::config::{Config, Settings};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy in front of a cluster.
-    Serve(Box<ServeArgs>),
+    Serve(Box<Settings>),
     /// Form a six-node cluster (3 masters, 3 replicas), spawning the nodes or from given ones.
     Bootstrap(BootstrapArgs),
     /// Stop the nodes `bootstrap --spawn` started (and the proxy `up` started there).
@@ -44,7 +44,7 @@ struct UpArgs {
     #[arg(long)]
     tls: bool,
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Settings,
 }
 
 /// Where `up`'s proxy serves /metrics unless told otherwise.
@@ -80,7 +80,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         &NodeSecurity::default(),
     )?;
     let mut serve_args = args.serve.clone();
-    serve_args.seeds = specs.iter().map(|s| s.addr().to_string()).collect();
+    serve_args.seeds = Some(specs.iter().map(|s| s.addr().to_string()).collect());
     if serve_args.metrics_listen.is_none() {
         serve_args.metrics_listen = Some(UP_METRICS_LISTEN.into());
     }
@@ -88,7 +88,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         .tls
         .then(|| bootstrap::certs::CertPaths::in_dir(&bootstrap::security::tls_dir(&args.dir)));
     if let Some(paths) = &tls {
-        serve_args.node_tls = true;
+        serve_args.node_tls = Some(true);
         serve_args.node_tls_ca_file = Some(paths.ca_cert.clone());
         serve_args.node_tls_cert_file = Some(paths.client_cert.clone());
         serve_args.node_tls_key_file = Some(paths.client_key.clone());
@@ -125,7 +125,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
 
 /// Runs the proxy; `args` (the flags and environment it started with) are what a SIGHUP
 /// re-resolves the config file under.
-fn serve(config: Config, args: Option<ServeArgs>) -> anyhow::Result<()> {
+fn serve(config: Config, args: Option<Settings>) -> anyhow::Result<()> {
     let log = slotproxy::logging::init(&config.log_level, config.log_format)?;
     let reloader = slotproxy::reload::Reloader::new(args, Some(log));
     slotproxy::server::run(config, reloader)
