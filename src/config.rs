@@ -43,6 +43,20 @@ pub struct Config {
     pub max_pipeline: usize,
     pub worker_threads: usize,
     pub runtime: RuntimeShape,
+    /// Whether clients may run node administration (CONFIG SET, ACL SETUSER, CLIENT KILL, ...).
+    pub admin_commands: AdminCommands,
+}
+
+/// `admin_commands`: whether clients may administer the nodes through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminCommands {
+    /// As Redis allows them: CONFIG SET/REWRITE/RESETSTAT, ACL writes, CLIENT KILL/PAUSE,
+    /// MONITOR, BGSAVE/SAVE/BGREWRITEAOF, FLUSHALL/FLUSHDB.
+    #[default]
+    Allow,
+    /// Those are refused with `-NOPERM`.
+    Deny,
 }
 
 /// How the proxy uses its threads.
@@ -82,6 +96,7 @@ impl Default for Config {
             max_pipeline: 1024,
             worker_threads: 0,
             runtime: RuntimeShape::PerCore,
+            admin_commands: AdminCommands::Allow,
         }
     }
 }
@@ -124,6 +139,7 @@ pub struct FileConfig {
     /// 0 = one per core.
     pub worker_threads: Option<usize>,
     pub runtime: Option<RuntimeShape>,
+    pub admin_commands: Option<AdminCommands>,
 }
 
 /// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
@@ -203,6 +219,10 @@ pub struct ServeArgs {
     /// per-core (a single-threaded runtime per worker) or work-stealing [default: per-core]
     #[arg(long, value_enum, env = "SLOTPROXY_RUNTIME")]
     pub runtime: Option<RuntimeShape>,
+    /// allow or deny node administration by clients (CONFIG SET, ACL SETUSER, CLIENT KILL,
+    /// FLUSHALL, ...) [default: allow]
+    #[arg(long, value_enum, env = "SLOTPROXY_ADMIN_COMMANDS")]
+    pub admin_commands: Option<AdminCommands>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +354,10 @@ impl Config {
                     .or(file.worker_threads)
                     .unwrap_or(d.worker_threads),
                 runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
+                admin_commands: args
+                    .admin_commands
+                    .or(file.admin_commands)
+                    .unwrap_or(d.admin_commands),
             };
         config.validate()?;
         Ok(config)

@@ -11,15 +11,20 @@
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
 //!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
-//! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
-//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`protocol::command`]: the command table: flags, key positions, and each command's typed
+//!   [`Handling`](protocol::command::Handling) (`protocol/command/handling.rs`).
+//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, ...); INFO
+//!   (`local/info.rs`) and CLIENT (`local/client.rs`).
+//! - [`clients`]: the process-wide registry of clients (CLIENT LIST/KILL/PAUSE, INFO clients).
 //! - [`auth`]: client users: who may log in (default and `[[users]]`), password checks, what
 //!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
 //! - [`forward`]: one request in flight, carried through redirects and retries.
 //! - [`redirect`]: the bounded MOVED/ASK/TRYAGAIN/CLUSTERDOWN retry policy, as pure functions.
 //! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
-//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`).
+//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`,
+//!   `fanout/logs.rs` for SLOWLOG/LATENCY/ACL LOG); commands for every node, replicas too
+//!   (`fanout/broadcast.rs`: CONFIG SET, ACL SETUSER, INFO's node sections).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.
@@ -42,6 +47,7 @@
 pub mod auth;
 pub mod backend;
 pub mod bootstrap;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod fanout;

@@ -3,6 +3,7 @@
 //!
 //! The configuration is immutable and swapped whole (`ArcSwap`), shared by every worker: a
 //! reload stores a new one, and each request reads the current one lock-free.
+use crate::clients::Clients;
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Proxy {
 pub struct Counters {
     next_session: AtomicU64,
     clients: AtomicUsize,
+    /// Who the clients are (CLIENT LIST/KILL/PAUSE, INFO clients).
+    registry: Arc<Clients>,
 }
 
 impl Default for Counters {
@@ -37,6 +40,7 @@ impl Default for Counters {
         Counters {
             next_session: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
+            registry: Arc::new(Clients::default()),
         }
     }
 }
@@ -115,6 +119,12 @@ impl Proxy {
 
     pub fn release_client(&self) {
         self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Every client of this process (shared by all workers).
+    #[inline]
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.counters.registry
     }
 
     pub fn connected_clients(&self) -> usize {

@@ -9,12 +9,16 @@
 //! gets a dedicated connection so it blocks no one else.
 use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo};
 use crate::backend::BackendError;
+use crate::clients::ClientEntry;
 use crate::cluster::slot::key_slot;
+use crate::fanout::broadcast::{self, Broadcast, Nodes, Then};
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
-use crate::protocol::command::{CommandId, CommandInfo, Handling};
+use crate::protocol::command::{
+    AllNodesReply, CommandId, CommandInfo, Handling, LocalCommand, TxCommand,
+};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
 use crate::protocol::reply;
 use crate::proxy::Proxy;
@@ -78,6 +82,12 @@ pub(crate) enum Pending {
     Scan(Box<fanout::Scan>, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
+    /// A blocking command's reply (the client counts as blocked until it is in).
+    Blocked(ReplyRx, SocketAddr),
+    /// Sent to several nodes directly (CONFIG SET, INFO, ...).
+    Broadcast(Box<Broadcast>),
+    /// Resolved as the inner reply, then not written (`CLIENT REPLY OFF|SKIP`).
+    Silent(Box<Pending>),
 }
 
 /// A pending reply and, when metrics are on, its command's timing.
@@ -92,32 +102,56 @@ struct Pinned {
 /// Serves one client until it disconnects, quits or breaks the protocol.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
+    let sock = Socket::of(&stream);
     let (read, write) = stream.into_split();
-    serve(proxy, peer, read, write).await
+    serve(proxy, sock, read, write).await
+}
+
+/// What `CLIENT LIST` says about a client's socket.
+struct Socket {
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    fd: i64,
+}
+
+impl Socket {
+    fn of(s: &TcpStream) -> Socket {
+        use std::os::fd::AsRawFd;
+        Socket {
+            peer: s.peer_addr().ok(),
+            local: s.local_addr().ok(),
+            fd: i64::from(s.as_raw_fd()),
+        }
+    }
 }
 
 /// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
 pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
     let tcp = stream.get_ref().0;
     let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok();
+    let sock = Socket::of(tcp);
     let (read, write) = tokio::io::split(stream);
-    serve(proxy, peer, tokio::io::BufReader::new(read), write).await
+    serve(proxy, sock, tokio::io::BufReader::new(read), write).await
 }
 
 async fn serve(
     proxy: Arc<Proxy>,
-    peer: Option<SocketAddr>,
+    sock: Socket,
     read: impl ClientRead,
     write: impl AsyncWrite + Unpin + Send,
 ) {
     let id = proxy.next_session_id();
     let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
+    let auth = crate::auth::ClientAuth::on_connect(&proxy);
+    let registered = proxy
+        .clients()
+        .register(id, sock.peer, sock.local, sock.fd, auth.user());
+    let entry = registered.entry.clone();
     let state = ClientState {
         id,
-        auth: crate::auth::ClientAuth::on_connect(&proxy),
-        peer,
+        auth,
+        peer: sock.peer,
+        entry: Some(entry.clone()),
         ..Default::default()
     };
     let reader = Reader {
@@ -133,16 +167,24 @@ async fn serve(
         command: CommandId::UNKNOWN,
         lane: Lane::Shared,
         settled: false,
+        now_ms: 0,
+        skip_this: false,
+        entry: entry.clone(),
     };
     let reading = async {
         reader.run(read).await;
         queue.close_producer();
     };
     let writing = async {
-        write_loop(proxy.clone(), write, &queue).await;
+        write_loop(proxy.clone(), write, &queue, &entry).await;
         queue.close_consumer();
     };
-    tokio::join!(reading, writing);
+    // CLIENT KILL ends both halves at once, whatever they wait for.
+    tokio::select! {
+        _ = async { tokio::join!(reading, writing) } => {}
+        _ = entry.killed() => {}
+    }
+    drop(registered);
 }
 
 struct Reader {
@@ -163,6 +205,12 @@ struct Reader {
     /// Every request the client sent before has been answered (the reader just waited for
     /// that): the next request may take any lane.
     settled: bool,
+    /// The registry's clock at the last read (one clock read per read, not per request).
+    now_ms: u64,
+    /// This request's reply is not written (`CLIENT REPLY SKIP` came before it).
+    skip_this: bool,
+    /// This client in the process-wide registry.
+    entry: Arc<ClientEntry>,
 }
 
 impl Reader {
@@ -214,10 +262,14 @@ impl Reader {
             };
             // Requests framed from this read arrived now: one clock read per read (metrics).
             let read_at = self.proxy.metrics.as_ref().map(|m| m.received(n));
+            self.now_ms = self.proxy.clients().now_ms();
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = read_at.map(Timed::start);
+                        if self.proxy.clients().must_wait(true) {
+                            self.wait_while_paused(&req).await;
+                        }
                         let mut step = self.dispatch(req);
                         if let Step::Settle(req) = step {
                             if !self.tx.wait_settled().await {
@@ -227,14 +279,19 @@ impl Reader {
                             step = self.dispatch(req);
                         }
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
+                        let silent = self.silence();
+                        let quiet = |p: Pending| match silent {
+                            true => Pending::Silent(Box::new(p)),
+                            false => p,
+                        };
                         let (pending, stop) = match step {
-                            Step::Queue(p) => (Some(p), false),
+                            Step::Queue(p) => (Some(quiet(p)), false),
                             Step::Stop(p) => (Some(p), true),
                             Step::Settle(_) => unreachable!("dispatched again after settling"),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
                             Step::Route(f, conn) => {
                                 let bytes = f.request().clone();
-                                let owed = (Pending::Forward(f, self.client()), timed);
+                                let owed = (quiet(Pending::Forward(f, self.client())), timed);
                                 let seq = match self.tx.try_push_awaiting(owed) {
                                     Ok(seq) => seq,
                                     Err(owed) => self.tx.push_awaiting(owed).await,
@@ -273,6 +330,27 @@ impl Reader {
         }
     }
 
+    /// Whether this request's reply is withheld (`CLIENT REPLY OFF`, or `SKIP` just before);
+    /// a `SKIP` seen now applies to the next request.
+    fn silence(&mut self) -> bool {
+        let silent = self.state.reply_off || self.skip_this;
+        self.skip_this = std::mem::take(&mut self.state.skip_next);
+        silent
+    }
+
+    /// `CLIENT PAUSE`: a command the pause holds waits (with every later one of this client,
+    /// as Redis postpones the client) until the pause ends.
+    async fn wait_while_paused(&mut self, req: &Request) {
+        let write = self.proxy.commands.lookup(req).is_some_and(|i| {
+            i.pauses_on_write
+                || (matches!(i.handling, Handling::Transaction(_)) && self.multi.is_some())
+        });
+        while self.proxy.clients().must_wait(write) {
+            self.proxy.clients().pause_ended().await;
+        }
+        self.now_ms = self.proxy.clients().now_ms();
+    }
+
     /// Whether the next request may go on `lane` now: yes on the lane of the client's previous
     /// requests, or once those are all answered; `false` means return [`Step::Settle`].
     fn enter_lane(&mut self, lane: Lane) -> bool {
@@ -300,16 +378,29 @@ impl Reader {
             return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
         self.command = info.id;
+        self.entry.touch(info.id.0, self.now_ms);
         if let Some(e) = local::arity_error(info, &req) {
             self.multi.iter_mut().for_each(Multi::abort);
             return Step::Queue(Pending::Ready(e));
         }
-        let name = info.name.as_str();
         if let Err(e) = self.state.auth.permit(&proxy, info) {
             self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
             return Step::Queue(Pending::Ready(e));
         }
-        if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
+        if info.admin && proxy.config().admin_commands == crate::config::AdminCommands::Deny {
+            self.multi.iter_mut().for_each(Multi::abort);
+            return Step::Queue(Pending::Ready(reply::error(&format!(
+                "NOPERM this proxy refuses '{}' (admin_commands = \"deny\")",
+                info.name
+            ))));
+        }
+        use LocalCommand as L;
+        if self.multi.is_some()
+            && !matches!(
+                info.handling,
+                Handling::Local(L::Quit | L::Reset | L::Auth | L::Hello)
+            )
+        {
             if !self.enter_lane(Lane::Pinned) {
                 return Step::Settle(req);
             }
@@ -326,17 +417,26 @@ impl Reader {
             | Handling::ByChannel
             | Handling::Split(_)
             | Handling::AllMasters(_)
+            | Handling::AllNodes(_)
+            | Handling::Info
             | Handling::Scan => Some(Lane::Shared),
             // A blocking command checks its lane itself: it also depends on the node.
             Handling::Blocking if may_block => None,
             Handling::Blocking => Some(Lane::Shared),
-            Handling::Transaction if name == "watch" || self.pinned.is_some() => Some(Lane::Pinned),
+            Handling::Transaction(TxCommand::Watch) => Some(Lane::Pinned),
+            Handling::Transaction(_) if self.pinned.is_some() => Some(Lane::Pinned),
             _ => None,
         };
         if lane.is_some_and(|l| !self.enter_lane(l)) {
             return Step::Settle(req);
         }
-        if info.handling == Handling::Local && name == "reset" {
+        if info.handling == Handling::Local(L::Reset) {
+            self.entry
+                .subscribed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.entry
+                .multi
+                .store(-1, std::sync::atomic::Ordering::Relaxed);
             self.sub = None;
             self.multi = None;
             self.pinned = None;
@@ -344,7 +444,7 @@ impl Reader {
             self.lane = Lane::Retired;
         }
         match info.handling {
-            Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
+            Handling::Local(cmd) => match local::answer(&proxy, &mut self.state, cmd, info, &req) {
                 Outcome::Reply(r) => Step::Queue(Pending::Ready(r)),
                 Outcome::Close(r) => Step::Stop(Pending::Close(r)),
                 Outcome::Forward => self.forward(req, None, false),
@@ -378,15 +478,36 @@ impl Reader {
                 Err(e) => Pending::Ready(e),
             }),
             Handling::AllMasters(policy) => Step::Queue(
-                match fanout::all_masters(&proxy, self.client(), &req, policy.into()) {
+                match fanout::all_masters(
+                    &proxy,
+                    self.client(),
+                    &req,
+                    fanout::Merge::for_request(policy, &req),
+                ) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
             ),
-            Handling::Transaction => Step::Queue(self.transaction(info, req)),
+            Handling::AllNodes(kind) => {
+                let then = Then::AllOk {
+                    command: info.name.clone(),
+                    reset_stats: kind == AllNodesReply::ResetStats,
+                };
+                let b =
+                    broadcast::send(&proxy, self.client(), req.bytes().clone(), Nodes::All, then);
+                Step::Queue(match b {
+                    Ok(b) => Pending::Broadcast(Box::new(b)),
+                    Err(e) => Pending::Ready(e),
+                })
+            }
+            Handling::Info => Step::Queue(match local::info::start(&proxy, self.client(), &req) {
+                Ok(r) => Pending::Ready(r),
+                Err(b) => Pending::Broadcast(Box::new(b)),
+            }),
+            Handling::Transaction(cmd) => Step::Queue(self.transaction(cmd, info, req)),
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
-            Handling::PubSub(_) | Handling::Unsupported => {
+            Handling::PubSub(_) | Handling::Monitor | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
             }
         }
@@ -477,7 +598,10 @@ impl Reader {
             self.blocking = Some(self.dedicated(addr, true));
         }
         let b = self.blocking.as_ref().expect("set above");
-        Step::Queue(Pending::Direct(
+        self.entry
+            .blocked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Step::Queue(Pending::Blocked(
             b.conn.send(None, req.bytes().clone()),
             addr,
         ))
@@ -519,6 +643,7 @@ async fn write_loop(
     proxy: Arc<Proxy>,
     mut write: impl AsyncWrite + Unpin,
     queue: &ReplyQueue<Owed>,
+    entry: &ClientEntry,
 ) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
@@ -552,8 +677,20 @@ async fn write_loop(
                 }
             },
         };
+        let (pending, silent) = match pending {
+            Pending::Silent(p) => (*p, true),
+            p => (p, false),
+        };
+        let blocked = matches!(pending, Pending::Blocked(..));
         let (bytes, close) = match pending {
             Pending::Ready(b) => (b, false),
+            Pending::Silent(_) => (Bytes::new(), false), // not nested
+            Pending::Broadcast(b) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (b.finish(&proxy).await, false)
+            }
             Pending::Close(b) => (b, true),
             Pending::Forward(f, client) => match reply {
                 Some(Ok(b)) if Forward::is_final(&b) => (b, false),
@@ -576,7 +713,7 @@ async fn write_loop(
                 }
                 (f.finish(&proxy, client).await, false)
             }
-            Pending::Direct(mut rx, addr) => {
+            Pending::Direct(mut rx, addr) | Pending::Blocked(mut rx, addr) => {
                 let r = match rx.try_recv() {
                     Ok(r) => r,
                     Err(_) => {
@@ -592,6 +729,12 @@ async fn write_loop(
                 }
             }
         };
+        if blocked {
+            entry
+                .blocked
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let bytes = if silent { Bytes::new() } else { bytes };
         queue.settle_one(); // its reply is in: a request on another lane may go now
         if let Some(m) = &proxy.metrics {
             match timed {
