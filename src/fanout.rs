@@ -272,13 +272,28 @@ fn scan_part(req: &Request, node_cursor: u64) -> Bytes {
     b.freeze()
 }
 
+/// A SCAN cursor as Redis 7.0 reads it (`strtoul`): digits with an optional sign (a negative
+/// one wraps around), nothing before or after, no overflow.
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let (negative, digits) = match arg.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = digits.iter().try_fold(0u64, |v, d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(if negative { v.wrapping_neg() } else { v })
+}
+
 /// Starts a SCAN call: the client's cursor names the master (ordered by address) and that
 /// master's own cursor. The cursor is read as Redis reads it (no sign, no leading zeros).
 pub fn scan(proxy: &Proxy, client: Client, req: &Request) -> Result<Scan, Bytes> {
     let invalid = || reply::error("ERR invalid cursor");
-    let cursor = parse_int(req.arg(1))
-        .and_then(|c| u64::try_from(c).ok())
-        .ok_or_else(invalid)?;
+    let cursor = parse_cursor(req.arg(1)).ok_or_else(invalid)?;
     let view = proxy.refresher.view();
     let mut masters = view.topology.serving_masters();
     if masters.is_empty() {
@@ -291,7 +306,9 @@ pub fn scan(proxy: &Proxy, client: Client, req: &Request) -> Result<Scan, Bytes>
         .collect();
     let master = (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize;
     let Some(&slot) = masters.get(master) else {
-        return Err(invalid());
+        // No cursor of ours: Redis answers a cursor it never gave with whatever that position
+        // holds; past the last master nothing is left.
+        return Err(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
     };
     let bytes = scan_part(req, cursor >> SCAN_MASTER_BITS);
     let part = Forward::start(proxy, client, bytes, slot, false)?;
@@ -402,6 +419,18 @@ mod tests {
                 (p.slot, args, positions)
             })
             .collect()
+    }
+
+    #[test]
+    fn scan_cursors_parse_as_redis_reads_them() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b"00"), Some(0));
+        assert_eq!(parse_cursor(b"+7"), Some(7));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b" 1"), None);
+        assert_eq!(parse_cursor(b"1x"), None);
+        assert_eq!(parse_cursor(b""), None);
+        assert_eq!(parse_cursor(b"99999999999999999999"), None);
     }
 
     #[test]

@@ -474,7 +474,12 @@ impl Reader {
                 self.forward(req, Some(slot), false)
             }
             Handling::Scan => Step::Queue(match fanout::scan(&proxy, self.client(), &req) {
-                Ok(s) => Pending::Scan(Box::new(s), self.client()),
+                Ok(s) => {
+                    // A call may go on to the next master once the first answers: what the
+                    // client sends next waits for it, so the scan cannot see a later write.
+                    self.lane = Lane::Retired;
+                    Pending::Scan(Box::new(s), self.client())
+                }
                 Err(e) => Pending::Ready(e),
             }),
             Handling::AllMasters(policy) => Step::Queue(

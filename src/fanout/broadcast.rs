@@ -25,8 +25,8 @@ pub struct Broadcast {
 /// What becomes of the nodes' replies.
 #[derive(Debug)]
 pub enum Then {
-    /// `+OK` if every node answered `+OK`, else the first error; `command` names the request
-    /// in the log line, and `reset_stats` resets the proxy's own statistics as well.
+    /// The common reply if every node answered alike, else the first error; `command` names
+    /// the request in the log line, and `reset_stats` resets the proxy's own statistics too.
     AllOk { command: String, reset_stats: bool },
     /// INFO: the proxy's sections and the masters' replies combined.
     Info(Box<InfoReply>),
@@ -106,33 +106,38 @@ impl Broadcast {
     }
 }
 
-/// `+OK` when every node applied the command; otherwise the first node's error, and a WARN line
-/// naming the nodes that applied it and those that did not, since the cluster's nodes now
-/// disagree and an operator must know which.
+/// The nodes' common reply (`+OK`, or `:1` for ACL DELUSER) when every node answered the same;
+/// otherwise the first node's error, and a WARN line naming the nodes that applied it and
+/// those that did not, since the cluster's nodes now disagree and an operator must know which.
 fn all_ok(command: &str, replies: &[(SocketAddr, Bytes)]) -> Bytes {
-    let Some((_, first_err)) = replies.iter().find(|(_, r)| &r[..] != reply::OK) else {
-        return Bytes::from_static(reply::OK);
+    let Some((_, first)) = replies.first() else {
+        return reply::error("ERR slotproxy: no node answered");
     };
+    let failed = |r: &Bytes| r.first() == Some(&b'-');
+    if !failed(first) && replies.iter().all(|(_, r)| r == first) {
+        return first.clone();
+    }
     let list = |ok: bool| {
         replies
             .iter()
-            .filter(|(_, r)| (&r[..] == reply::OK) == ok)
+            .filter(|(_, r)| !failed(r) == ok)
             .map(|(a, _)| a.to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
+    let answer = replies
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| failed(r))
+        .unwrap_or(first);
     tracing::warn!(
         command,
         applied = %list(true),
         failed = %list(false),
-        error = %String::from_utf8_lossy(first_err).trim_end(),
-        "not every node applied the command; the nodes now differ"
+        reply = %String::from_utf8_lossy(answer).trim_end(),
+        "not every node applied the command alike; the nodes now differ"
     );
-    if first_err.first() == Some(&b'-') {
-        first_err.clone()
-    } else {
-        reply::error("ERR slotproxy: unexpected reply from a node")
-    }
+    answer.clone()
 }
 
 #[cfg(test)]

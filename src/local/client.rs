@@ -23,6 +23,12 @@ pub(super) fn client(
 ) -> Bytes {
     use ClientCommand::*;
     let argc = req.argc();
+    // Subcommands newer than the cluster's table (SETINFO and NO-TOUCH came with 7.2).
+    let sub = match sub {
+        Other if req.arg(1).eq_ignore_ascii_case(b"setinfo") => SetInfo,
+        Other if req.arg(1).eq_ignore_ascii_case(b"no-touch") && argc == 3 => NoTouch,
+        s => s,
+    };
     let ok = || Bytes::from_static(reply::OK);
     match sub {
         SetName => match valid_name(req.arg(2)) {
@@ -68,8 +74,10 @@ pub(super) fn client(
         List => list(proxy, req),
         Kill => kill(proxy, state, req),
         Pause => {
-            let Some(ms) = parse_int(req.arg(2)).filter(|&ms| ms >= 0) else {
-                return reply::error("ERR timeout is not an integer or out of range");
+            let ms = match parse_int(req.arg(2)) {
+                Some(ms) if ms < 0 => return reply::error("ERR timeout is negative"),
+                Some(ms) => ms,
+                None => return reply::error("ERR timeout is not an integer or out of range"),
             };
             let all = match argc {
                 3 => true,
