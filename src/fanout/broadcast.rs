@@ -120,7 +120,7 @@ fn all_ok(command: &str, replies: &[(SocketAddr, Bytes)]) -> Bytes {
     let list = |ok: bool| {
         replies
             .iter()
-            .filter(|(_, r)| !failed(r) == ok)
+            .filter(|(_, r)| failed(r) != ok)
             .map(|(a, _)| a.to_string())
             .collect::<Vec<_>>()
             .join(",")
