@@ -26,6 +26,7 @@
 //!   `fanout/logs.rs` for SLOWLOG/LATENCY/ACL LOG); commands for every node, replicas too
 //!   (`fanout/broadcast.rs`: CONFIG SET, ACL SETUSER, INFO's node sections).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
+//! - [`monitor`]: MONITOR, one stream merged from every master.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
@@ -54,6 +55,7 @@ pub mod fanout;
 pub mod forward;
 pub mod local;
 pub mod metrics;
+pub mod monitor;
 pub mod protocol;
 pub mod proxy;
 pub mod pubsub;

@@ -68,6 +68,8 @@ enum Step {
     Stop(Pending),
     /// A subscription command: goes to the client's subscription connection.
     Subscribe(Request),
+    /// MONITOR: streams from every master.
+    Monitor,
 }
 
 /// A reply owed to the client, in request order.
@@ -164,6 +166,7 @@ async fn serve(
         multi: None,
         blocking: None,
         sub: None,
+        monitor: None,
         command: CommandId::UNKNOWN,
         lane: Lane::Shared,
         settled: false,
@@ -198,6 +201,8 @@ struct Reader {
     multi: Option<Multi>,
     blocking: Option<Pinned>,
     sub: Option<Subscription>,
+    /// MONITOR streams, closed when dropped.
+    monitor: Option<crate::monitor::Monitor>,
     /// The command `dispatch` last resolved (metrics label).
     command: CommandId,
     /// Where the client's last request to a node went.
@@ -289,6 +294,7 @@ impl Reader {
                             Step::Stop(p) => (Some(p), true),
                             Step::Settle(_) => unreachable!("dispatched again after settling"),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
+                            Step::Monitor => (self.monitor().await, false),
                             Step::Route(f, conn) => {
                                 let bytes = f.request().clone();
                                 let owed = (quiet(Pending::Forward(f, self.client())), timed);
@@ -438,6 +444,10 @@ impl Reader {
                 .multi
                 .store(-1, std::sync::atomic::Ordering::Relaxed);
             self.sub = None;
+            self.monitor = None;
+            self.entry
+                .monitor
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             self.multi = None;
             self.pinned = None;
             self.blocking = None;
@@ -512,7 +522,8 @@ impl Reader {
             Handling::Transaction(cmd) => Step::Queue(self.transaction(cmd, info, req)),
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
-            Handling::PubSub(_) | Handling::Monitor | Handling::Unsupported => {
+            Handling::Monitor => Step::Monitor,
+            Handling::PubSub(_) | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
             }
         }
@@ -582,6 +593,50 @@ impl Reader {
             .slot_of(info, req)
             .map_err(|e| route_error(&self.proxy, e))?;
         self.master_for(slot)
+    }
+
+    /// MONITOR: opens the streams from every master (`+OK` first); `Some` only for an error.
+    async fn monitor(&mut self) -> Option<Pending> {
+        if self.monitor.is_some() {
+            return Some(Pending::Ready(Bytes::from_static(reply::OK)));
+        }
+        let masters: Vec<SocketAddr> = {
+            let view = self.proxy.refresher.view();
+            let t = &view.topology;
+            t.serving_masters()
+                .into_iter()
+                .map(|m| t.nodes()[m].addr)
+                .collect()
+        };
+        if masters.is_empty() {
+            return Some(Pending::Ready(route_error(
+                &self.proxy,
+                RouteError::Uncovered(None),
+            )));
+        }
+        let timeout = self.proxy.config().connect_timeout;
+        let ok = (Pending::Ready(Bytes::from_static(reply::OK)), None);
+        match crate::monitor::open(
+            self.proxy.refresher.pool().connector(),
+            &masters,
+            timeout,
+            self.tx.clone(),
+            ok,
+            |b| (Pending::Ready(b), None),
+        )
+        .await
+        {
+            Ok(m) => {
+                self.monitor = m;
+                self.entry
+                    .monitor
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(Pending::Ready(reply::error(&format!(
+                "ERR slotproxy: MONITOR {e}"
+            )))),
+        }
     }
 
     /// A blocking command, on the client's blocking connection to the node of its keys. Like

@@ -304,3 +304,65 @@ fn admin_commands_deny_refuses_node_administration() {
     assert_eq!(policy[1], "noeviction");
     let _: () = c.set("still", "works").unwrap();
 }
+
+#[test]
+fn monitor_sees_commands_that_land_on_every_master() {
+    use slotproxy::cluster::slot::key_slot;
+    use std::io::{BufRead, BufReader, Write};
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let masters = cluster.masters();
+    // One key per master.
+    let keys: Vec<String> = masters
+        .iter()
+        .map(|m| {
+            (0..)
+                .map(|i| format!("mon-{i}"))
+                .find(|k| cluster.master_of_slot(key_slot(k.as_bytes()).0) == *m)
+                .unwrap()
+        })
+        .collect();
+    let mut mon = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    mon.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    mon.write_all(b"MONITOR\r\n").unwrap();
+    let mut lines = BufReader::new(mon.try_clone().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "+OK\r\n");
+    let mut c = proxy.client();
+    for k in &keys {
+        let _: () = c.set(k, "v").unwrap();
+    }
+    let mut seen = vec![false; keys.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen.iter().all(|s| *s) {
+        assert!(std::time::Instant::now() < deadline, "seen {seen:?}");
+        let mut line = String::new();
+        lines
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("MONITOR stream ended ({e}); seen {seen:?}"));
+        // Redis's format: +<time> [<db> <addr>] "cmd" "arg" ...
+        assert!(line.starts_with('+') && line.contains(" [0 "), "{line}");
+        for (i, k) in keys.iter().enumerate() {
+            if line.contains(&format!("\"SET\" \"{k}\" \"v\"")) {
+                seen[i] = true;
+            }
+        }
+    }
+    mon.write_all(b"QUIT\r\n").unwrap();
+    // The masters' MONITOR connections close with the client's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for m in masters {
+        loop {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut connect(m))
+                .unwrap();
+            if !list.contains("flags=O") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{m}: {list}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
