@@ -19,6 +19,7 @@ pub use merge::Merge;
 
 pub mod broadcast;
 mod logs;
+pub mod wait;
 
 mod gather;
 use gather::Gather;

@@ -88,6 +88,7 @@ pub(crate) enum Pending {
     Blocked(ReplyRx, SocketAddr),
     /// Sent to several nodes directly (CONFIG SET, INFO, ...).
     Broadcast(Box<Broadcast>),
+    Wait(Box<fanout::wait::Wait>),
     /// Resolved as the inner reply, then not written (`CLIENT REPLY OFF|SKIP`).
     Silent(Box<Pending>),
 }
@@ -173,6 +174,9 @@ async fn serve(
         now_ms: 0,
         skip_this: false,
         entry: entry.clone(),
+        writes: false,
+        written: Vec::new(),
+        written_everywhere: false,
     };
     let reading = async {
         reader.run(read).await;
@@ -216,6 +220,12 @@ struct Reader {
     skip_this: bool,
     /// This client in the process-wide registry.
     entry: Arc<ClientEntry>,
+    /// The request being dispatched writes (`write` flag).
+    writes: bool,
+    /// Masters the client wrote to since its last WAIT; `written_everywhere` when a write went
+    /// to several nodes or a connection of its own.
+    written: Vec<SocketAddr>,
+    written_everywhere: bool,
 }
 
 impl Reader {
@@ -296,6 +306,9 @@ impl Reader {
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
                             Step::Monitor => (self.monitor().await, false),
                             Step::Route(f, conn) => {
+                                if self.writes && !self.written.contains(&f.addr()) {
+                                    self.written.push(f.addr());
+                                }
                                 let bytes = f.request().clone();
                                 let owed = (quiet(Pending::Forward(f, self.client())), timed);
                                 let seq = match self.tx.try_push_awaiting(owed) {
@@ -384,6 +397,7 @@ impl Reader {
             return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
         self.command = info.id;
+        self.writes = info.write;
         self.entry.touch(info.id.0, self.now_ms);
         if let Some(e) = local::arity_error(info, &req) {
             self.multi.iter_mut().for_each(Multi::abort);
@@ -418,6 +432,9 @@ impl Reader {
             }
         }
         let may_block = info.handling == Handling::Blocking && proxy.commands.may_block(info, &req);
+        if info.write && !matches!(info.handling, Handling::Forward | Handling::ByChannel) {
+            self.written_everywhere = true; // several nodes, or a connection of its own
+        }
         let lane = match info.handling {
             Handling::Forward
             | Handling::ByChannel
@@ -523,6 +540,7 @@ impl Reader {
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
             Handling::Monitor => Step::Monitor,
+            Handling::Wait => self.wait(req),
             Handling::PubSub(_) | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
             }
@@ -593,6 +611,31 @@ impl Reader {
             .slot_of(info, req)
             .map_err(|e| route_error(&self.proxy, e))?;
         self.master_for(slot)
+    }
+
+    /// WAIT: once the client's earlier requests are answered, polls the masters it wrote to.
+    fn wait(&mut self, req: Request) -> Step {
+        if !self.settled {
+            return Step::Settle(req);
+        }
+        self.settled = false;
+        self.lane = Lane::Retired; // what follows waits for the WAIT, as on one Redis
+        let mut nodes = std::mem::take(&mut self.written);
+        if std::mem::take(&mut self.written_everywhere) || nodes.is_empty() {
+            let view = self.proxy.refresher.view();
+            let t = &view.topology;
+            nodes = t
+                .serving_masters()
+                .into_iter()
+                .map(|m| t.nodes()[m].addr)
+                .collect();
+        }
+        Step::Queue(
+            match fanout::wait::start((req.arg(1), req.arg(2)), nodes, self.state.id) {
+                Ok(w) => Pending::Wait(Box::new(w)),
+                Err(e) => Pending::Ready(e),
+            },
+        )
     }
 
     /// MONITOR: opens the streams from every master (`+OK` first); `Some` only for an error.
@@ -750,6 +793,12 @@ async fn write_loop(
                     return;
                 }
                 (b.finish(&proxy).await, false)
+            }
+            Pending::Wait(w) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (w.finish(&proxy).await, false)
             }
             Pending::Close(b) => (b, true),
             Pending::Forward(f, client) => match reply {

@@ -366,3 +366,41 @@ fn monitor_sees_commands_that_land_on_every_master() {
         }
     }
 }
+
+#[test]
+fn wait_counts_the_replicas_of_the_masters_written_to() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut c = proxy.client();
+    for i in 0..10 {
+        let _: () = c.set(format!("wait-{i}"), i).unwrap();
+    }
+    // Every master has one replica: WAIT 1 returns 1 once they acknowledged the writes.
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    // Nobody has two replicas: the timeout passes and the count stays 1.
+    let _: () = c.set("wait-x", 1).unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(200).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    // Replicas that cannot acknowledge (stopped) are not counted: a WAIT on a connection that
+    // wrote nothing would count them anyway.
+    let signal = |sig: &str| {
+        for r in cluster.replicas() {
+            let pid = cluster.raw().pid(r).expect("replica pid");
+            let ok = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig} {pid}");
+        }
+    };
+    signal("-STOP");
+    let _: () = c.set("wait-stopped", 1).unwrap();
+    let n: redis::RedisResult<i64> = redis::cmd("WAIT").arg(1).arg(300).query(&mut c);
+    signal("-CONT");
+    assert_eq!(n.unwrap(), 0, "no replica could acknowledge the write");
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
+    assert_eq!(n, 1, "once running again, they do");
+}

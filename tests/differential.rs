@@ -284,6 +284,10 @@ fn admin_and_introspection_commands_answer_as_a_standalone_redis() {
         (Exact, &["HELLO", "03"]),
         (Exact, &["HELLO", "4"]),
         (Exact, &["EVAL", "return 1", "00"]),
+        (Kind, &["WAIT", "0", "0"]),
+        (Exact, &["WAIT", "x", "0"]),
+        (Exact, &["WAIT", "0", "-1"]),
+        (Exact, &["WAIT", "0", "y"]),
         (Exact, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
     ];
     let mut pipeline = Vec::new();

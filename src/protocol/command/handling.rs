@@ -160,11 +160,13 @@ pub enum Handling {
     Info,
     /// SCAN: every master in turn, the client's cursor saying which.
     Scan,
+    /// WAIT: the replicas of every master the client wrote to since its last WAIT, the
+    /// smallest count (see `fanout/wait.rs`).
+    Wait,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: need a connection pinned to one node.
     Transaction(TxCommand),
     /// Commands that may block the connection: those with the server's `blocking` flag (BLPOP,
-    /// BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD, XREADGROUP) and
-    /// WAIT (which lacks the flag).
+    /// BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD, XREADGROUP).
     /// They need a dedicated connection; whether one request really blocks is
     /// [`super::CommandTable::may_block`].
     Blocking,
@@ -227,7 +229,7 @@ pub(super) fn classify(name: &str, blocking: bool) -> Handling {
         | "acl|load" => AllNodes(AllNodesReply::AllOk),
         "config|resetstat" => AllNodes(AllNodesReply::ResetStats),
         "scan" => Scan,
-        "wait" => Blocking,
+        "wait" => Wait,
         "publish" => ByChannel,
         "multi" => Transaction(TxCommand::Multi),
         "exec" => Transaction(TxCommand::Exec),

@@ -432,7 +432,7 @@ fn handling_classification() {
             &["xreadgroup", "group", "g", "c", "streams", "a", ">"],
             Blocking,
         ),
-        (&["wait", "1", "0"], Blocking),
+        (&["wait", "1", "0"], Wait),
         (&["subscribe", "c"], PubSub(SubscribeAt::ChannelSlot)),
         (&["psubscribe", "c*"], PubSub(SubscribeAt::AnyMaster)),
         (&["ssubscribe", "c"], PubSub(SubscribeAt::ShardSlot)),
@@ -515,7 +515,10 @@ fn may_block_only_when_the_request_blocks() {
         t.may_block(t.lookup(&r).unwrap(), &r)
     };
     assert!(blocks(&["BLPOP", "a", "0"]));
-    assert!(blocks(&["WAIT", "1", "0"]));
+    assert!(
+        !blocks(&["WAIT", "1", "0"]),
+        "WAIT is answered by polling the nodes"
+    );
     assert!(blocks(&["BZMPOP", "0", "1", "a", "MIN"]));
     assert!(!blocks(&["XREAD", "STREAMS", "a", "0"]));
     assert!(!blocks(&["XREAD", "COUNT", "5", "STREAMS", "a", "0"]));
