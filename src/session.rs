@@ -11,14 +11,12 @@ use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo
 use crate::backend::BackendError;
 use crate::clients::ClientEntry;
 use crate::cluster::slot::key_slot;
-use crate::fanout::broadcast::{self, Broadcast, Nodes, Then};
+use crate::fanout::broadcast::Broadcast;
 use crate::fanout::{self, Fanout};
 use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
-use crate::protocol::command::{
-    AllNodesReply, CommandId, CommandInfo, Handling, LocalCommand, TxCommand,
-};
+use crate::protocol::command::{CommandId, CommandInfo, Handling, LocalCommand, TxCommand};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
 use crate::protocol::reply;
 use crate::proxy::Proxy;
@@ -32,6 +30,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod admin;
 mod client_io;
 mod subscribe;
 mod transaction;
@@ -349,27 +348,6 @@ impl Reader {
         }
     }
 
-    /// Whether this request's reply is withheld (`CLIENT REPLY OFF`, or `SKIP` just before);
-    /// a `SKIP` seen now applies to the next request.
-    fn silence(&mut self) -> bool {
-        let silent = self.state.reply_off || self.skip_this;
-        self.skip_this = std::mem::take(&mut self.state.skip_next);
-        silent
-    }
-
-    /// `CLIENT PAUSE`: a command the pause holds waits (with every later one of this client,
-    /// as Redis postpones the client) until the pause ends.
-    async fn wait_while_paused(&mut self, req: &Request) {
-        let write = self.proxy.commands.lookup(req).is_some_and(|i| {
-            i.pauses_on_write
-                || (matches!(i.handling, Handling::Transaction(_)) && self.multi.is_some())
-        });
-        while self.proxy.clients().must_wait(write) {
-            self.proxy.clients().pause_ended().await;
-        }
-        self.now_ms = self.proxy.clients().now_ms();
-    }
-
     /// Whether the next request may go on `lane` now: yes on the lane of the client's previous
     /// requests, or once those are all answered; `false` means return [`Step::Settle`].
     fn enter_lane(&mut self, lane: Lane) -> bool {
@@ -520,22 +498,8 @@ impl Reader {
                     Err(e) => Pending::Ready(e),
                 },
             ),
-            Handling::AllNodes(kind) => {
-                let then = Then::AllOk {
-                    command: info.name.clone(),
-                    reset_stats: kind == AllNodesReply::ResetStats,
-                };
-                let b =
-                    broadcast::send(&proxy, self.client(), req.bytes().clone(), Nodes::All, then);
-                Step::Queue(match b {
-                    Ok(b) => Pending::Broadcast(Box::new(b)),
-                    Err(e) => Pending::Ready(e),
-                })
-            }
-            Handling::Info => Step::Queue(match local::info::start(&proxy, self.client(), &req) {
-                Ok(r) => Pending::Ready(r),
-                Err(b) => Pending::Broadcast(Box::new(b)),
-            }),
+            Handling::AllNodes(kind) => Step::Queue(self.all_nodes(kind, info, &req)),
+            Handling::Info => Step::Queue(self.info(&req)),
             Handling::Transaction(cmd) => Step::Queue(self.transaction(cmd, info, req)),
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
@@ -611,75 +575,6 @@ impl Reader {
             .slot_of(info, req)
             .map_err(|e| route_error(&self.proxy, e))?;
         self.master_for(slot)
-    }
-
-    /// WAIT: once the client's earlier requests are answered, polls the masters it wrote to.
-    fn wait(&mut self, req: Request) -> Step {
-        if !self.settled {
-            return Step::Settle(req);
-        }
-        self.settled = false;
-        self.lane = Lane::Retired; // what follows waits for the WAIT, as on one Redis
-        let mut nodes = std::mem::take(&mut self.written);
-        if std::mem::take(&mut self.written_everywhere) || nodes.is_empty() {
-            let view = self.proxy.refresher.view();
-            let t = &view.topology;
-            nodes = t
-                .serving_masters()
-                .into_iter()
-                .map(|m| t.nodes()[m].addr)
-                .collect();
-        }
-        Step::Queue(
-            match fanout::wait::start((req.arg(1), req.arg(2)), nodes, self.state.id) {
-                Ok(w) => Pending::Wait(Box::new(w)),
-                Err(e) => Pending::Ready(e),
-            },
-        )
-    }
-
-    /// MONITOR: opens the streams from every master (`+OK` first); `Some` only for an error.
-    async fn monitor(&mut self) -> Option<Pending> {
-        if self.monitor.is_some() {
-            return Some(Pending::Ready(Bytes::from_static(reply::OK)));
-        }
-        let masters: Vec<SocketAddr> = {
-            let view = self.proxy.refresher.view();
-            let t = &view.topology;
-            t.serving_masters()
-                .into_iter()
-                .map(|m| t.nodes()[m].addr)
-                .collect()
-        };
-        if masters.is_empty() {
-            return Some(Pending::Ready(route_error(
-                &self.proxy,
-                RouteError::Uncovered(None),
-            )));
-        }
-        let timeout = self.proxy.config().connect_timeout;
-        let ok = (Pending::Ready(Bytes::from_static(reply::OK)), None);
-        match crate::monitor::open(
-            self.proxy.refresher.pool().connector(),
-            &masters,
-            timeout,
-            self.tx.clone(),
-            ok,
-            |b| (Pending::Ready(b), None),
-        )
-        .await
-        {
-            Ok(m) => {
-                self.monitor = m;
-                self.entry
-                    .monitor
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                None
-            }
-            Err(e) => Some(Pending::Ready(reply::error(&format!(
-                "ERR slotproxy: MONITOR {e}"
-            )))),
-        }
     }
 
     /// A blocking command, on the client's blocking connection to the node of its keys. Like
