@@ -23,8 +23,8 @@ pub struct Clients {
     pause: Pause,
     /// Clients accepted since start (or the last `CONFIG RESETSTAT`).
     pub connections_received: AtomicU64,
-    /// Commands received since start (or the last `CONFIG RESETSTAT`).
-    pub commands_processed: AtomicU64,
+    /// Clients refused (the client limit) since start (or the last `CONFIG RESETSTAT`).
+    pub rejected: AtomicU64,
 }
 
 impl Default for Clients {
@@ -34,7 +34,7 @@ impl Default for Clients {
             epoch: Instant::now(),
             pause: Pause::default(),
             connections_received: AtomicU64::new(0),
-            commands_processed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         }
     }
 }
@@ -255,7 +255,7 @@ impl Clients {
     /// `CONFIG RESETSTAT`: the proxy's own counters start again.
     pub fn reset_stats(&self) {
         self.connections_received.store(0, Ordering::Relaxed);
-        self.commands_processed.store(0, Ordering::Relaxed);
+        self.rejected.store(0, Ordering::Relaxed);
     }
 }
 

@@ -106,6 +106,10 @@ impl Proxy {
         let n = self.counters.clients.fetch_add(1, Ordering::Relaxed);
         if n >= self.config().max_clients {
             self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .registry
+                .rejected
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &self.metrics {
                 m.client_rejected();
             }

@@ -59,6 +59,13 @@ fn config_set_reaches_every_node_masters_and_replicas() {
         .unwrap_err();
     assert_eq!(err.to_string(), direct.to_string());
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    // The proxy's own statistics restart too: one client connected since.
+    let _other = proxy.client();
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(
+        stats.contains("total_connections_received:1\r\n"),
+        "{stats}"
+    );
     let policy: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")

@@ -49,6 +49,9 @@ enum Section {
     Nodes,
     /// The proxy's server fields (these) after the nodes' version and build.
     Server(String),
+    /// The masters' stats, with the proxy's own connection counts in place of theirs (the
+    /// nodes count the proxy's connections, not the clients').
+    Stats { connections: u64, rejected: u64 },
 }
 
 /// INFO [section ...]: renders the proxy's sections now and asks every master for the rest
@@ -66,6 +69,10 @@ pub fn start(proxy: &Proxy, client: Client, req: &Request) -> Result<Bytes, Broa
         .map(|&(name, node, _)| {
             let s = match (name, node) {
                 ("server", _) => Section::Server(server_tail(proxy)),
+                ("stats", _) => Section::Stats {
+                    connections: proxy.clients().connections_received.load(Ordering::Relaxed),
+                    rejected: proxy.clients().rejected.load(Ordering::Relaxed),
+                },
                 (_, true) => Section::Nodes,
                 (_, false) => Section::Own(local_section(proxy, name)),
             };
@@ -112,6 +119,22 @@ impl InfoReply {
                 Section::Own(body) => body,
                 Section::Server(tail) => server_section(&nodes) + &tail,
                 Section::Nodes => combine(name, &nodes),
+                Section::Stats {
+                    connections,
+                    rejected,
+                } => combine(name, &nodes)
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty())
+                    .map(|l| match l.split_once(':') {
+                        Some(("total_connections_received", _)) => {
+                            format!("total_connections_received:{connections}\r\n")
+                        }
+                        Some(("rejected_connections", _)) => {
+                            format!("rejected_connections:{rejected}\r\n")
+                        }
+                        _ => format!("{l}\r\n"),
+                    })
+                    .collect(),
             };
             if !text.is_empty() {
                 text.push_str("\r\n");
@@ -398,17 +421,14 @@ fn local_section(proxy: &Proxy, name: &str) -> String {
         "proxy" => {
             let view = proxy.refresher.view();
             let t = &view.topology;
-            let c = proxy.clients();
             format!(
-                "slotproxy_version:{}\r\ncluster_nodes:{}\r\ncluster_masters:{}\r\ncluster_slots_covered:{}\r\ncluster_config_epoch:{}\r\nread_from:{:?}\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+                "slotproxy_version:{}\r\ncluster_nodes:{}\r\ncluster_masters:{}\r\ncluster_slots_covered:{}\r\ncluster_config_epoch:{}\r\nread_from:{:?}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 t.nodes().len(),
                 t.serving_masters().len(),
                 t.slots_covered(),
                 t.epoch(),
                 proxy.config().read_from,
-                c.connections_received.load(Ordering::Relaxed),
-                c.commands_processed.load(Ordering::Relaxed),
             )
         }
         _ => String::new(),
