@@ -9,7 +9,8 @@
 //! - [`server`]: start-up, accept loop, client limit, one [`session`] per client.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
-//!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
+//!   transactions (`session/transaction.rs`), subscriptions (`session/subscribe.rs`) and what
+//!   admin commands need of it (`session/admin.rs`: CLIENT PAUSE/REPLY, WAIT, MONITOR).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
 //! - [`protocol::command`]: the command table: flags, key positions, and each command's typed
 //!   [`Handling`](protocol::command::Handling) (`protocol/command/handling.rs`).

@@ -1,5 +1,5 @@
 //! Commands the proxy answers itself, as a standalone Redis would: PING, ECHO, QUIT, SELECT,
-//! HELLO, AUTH, ACL WHOAMI, RESET, READONLY, READWRITE; CLIENT in [`client`], INFO in
+//! HELLO, AUTH, ACL WHOAMI, RESET, READONLY, READWRITE; CLIENT in `local/client.rs`, INFO in
 //! [`info`]. (COMMAND is forwarded: the cluster knows its commands best.) Who may log in, and
 //! as whom, is `auth`'s decision.
 use crate::auth::{self, ClientAuth};

@@ -2,7 +2,7 @@
 //! `server` (with the nodes' `redis_version`), `clients`, `cpu`, `cluster` (`cluster_enabled:0`)
 //! and `proxy` sections, and the masters' `memory`, `persistence`, `stats`, `replication`,
 //! `commandstats`, `errorstats`, `latencystats` and `keyspace` combined, each field in the way
-//! that keeps its meaning (see [`combine`]; README lists them).
+//! that keeps its meaning (README lists them).
 use crate::clients::ClientType;
 use crate::fanout::broadcast::{self, Broadcast, Nodes, Then};
 use crate::forward::Client;
