@@ -64,6 +64,20 @@ pub struct Config {
     pub failover_hold: Option<Duration>,
     /// Requests held at once, process-wide; beyond it a request gets its error at once.
     pub max_held_requests: usize,
+    /// Whether clients may run node administration (CONFIG SET, ACL SETUSER, CLIENT KILL, ...).
+    pub admin_commands: AdminCommands,
+}
+
+/// `admin_commands`: whether clients may administer the nodes through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminCommands {
+    /// As Redis allows them: CONFIG SET/REWRITE/RESETSTAT, ACL writes, CLIENT KILL/PAUSE,
+    /// MONITOR, BGSAVE/SAVE/BGREWRITEAOF, FLUSHALL/FLUSHDB.
+    #[default]
+    Allow,
+    /// Those are refused with `-NOPERM`.
+    Deny,
 }
 
 /// How the proxy uses its threads.
@@ -111,6 +125,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             failover_hold: None,
             max_held_requests: 100_000,
+            admin_commands: AdminCommands::Allow,
         }
     }
 }
@@ -227,6 +242,7 @@ impl Config {
             shutdown_grace: s.shutdown_grace_ms.map(ms).unwrap_or(d.shutdown_grace),
             failover_hold: s.failover_hold_ms.map(ms),
             max_held_requests: s.max_held_requests.unwrap_or(d.max_held_requests),
+            admin_commands: s.admin_commands.unwrap_or(d.admin_commands),
         };
         config.validate()?;
         Ok(config)

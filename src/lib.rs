@@ -13,10 +13,14 @@
 //! - [`logging`]: the log subscriber: level reload, text or JSON lines.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
-//!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
+//!   transactions (`session/transaction.rs`), subscriptions (`session/subscribe.rs`) and what
+//!   admin commands need of it (`session/admin.rs`: CLIENT PAUSE/REPLY, WAIT, MONITOR).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
-//! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
-//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`protocol::command`]: the command table: flags, key positions, and each command's typed
+//!   [`Handling`](protocol::command::Handling) (`protocol/command/handling.rs`).
+//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, ...); INFO
+//!   (`local/info.rs`) and CLIENT (`local/client.rs`).
+//! - [`clients`]: the process-wide registry of clients (CLIENT LIST/KILL/PAUSE, INFO clients).
 //! - [`auth`]: client users: who may log in (default and `[[users]]`), password checks, what
 //!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
@@ -25,8 +29,11 @@
 //!   request not run waits for a new master, as pure functions.
 //! - [`hold`]: requests held through a failover: counted, bounded, woken by topology changes.
 //! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
-//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`).
+//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`,
+//!   `fanout/logs.rs` for SLOWLOG/LATENCY/ACL LOG); commands for every node, replicas too
+//!   (`fanout/broadcast.rs`: CONFIG SET, ACL SETUSER, INFO's node sections).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
+//! - [`monitor`]: MONITOR, one stream merged from every master.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.
 //! - [`reply_memory`]: the bytes of replies owed to each client and to all of them; when a
@@ -52,6 +59,7 @@
 pub mod auth;
 pub mod backend;
 pub mod bootstrap;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod fanout;
@@ -61,6 +69,7 @@ pub mod hold;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod protocol;
 pub mod proxy;
 pub mod pubsub;

@@ -7,6 +7,7 @@
 //! Each worker's `Proxy` also carries its drain signal: when the worker stops accepting,
 //! sessions stop reading new requests ([`Proxy::draining`]) and, at the deadline, are closed
 //! ([`Proxy::closing`]).
+use crate::clients::Clients;
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
 use crate::health::Health;
@@ -69,6 +70,8 @@ pub struct Counters {
     held: Arc<AtomicUsize>,
     /// Bytes of replies owed to all clients (`max_reply_memory`).
     reply_memory: Arc<ReplyMemory>,
+    /// Who the clients are (CLIENT LIST/KILL/PAUSE, INFO clients).
+    registry: Arc<Clients>,
 }
 
 impl Default for Counters {
@@ -78,6 +81,7 @@ impl Default for Counters {
             clients: AtomicUsize::new(0),
             held: Arc::new(AtomicUsize::new(0)),
             reply_memory: Arc::default(),
+            registry: Arc::new(Clients::default()),
         }
     }
 }
@@ -178,6 +182,10 @@ impl Proxy {
         let n = self.counters.clients.fetch_add(1, Ordering::Relaxed);
         if n >= self.config().max_clients {
             self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .registry
+                .rejected
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &self.metrics {
                 m.client_rejected();
             }
@@ -206,6 +214,12 @@ impl Proxy {
     /// Bytes of replies owed to all clients of the process now.
     pub fn reply_memory(&self) -> usize {
         self.counters.reply_memory.total()
+    }
+
+    /// Every client of this process (shared by all workers).
+    #[inline]
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.counters.registry
     }
 
     pub fn connected_clients(&self) -> usize {

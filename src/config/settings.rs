@@ -6,7 +6,7 @@
 //!
 //! A setting is added here in one entry (its doc is the `--help` text and its name the file key,
 //! the flag and the variable), plus its field and default in `Config`.
-use super::{LogFormat, RuntimeShape, Secret, UserConfig};
+use super::{AdminCommands, LogFormat, RuntimeShape, Secret, UserConfig};
 use crate::router::ReadFrom;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -165,6 +165,10 @@ settings! {
     /// [default: 100000]
     #[arg(long, env = "SLOTPROXY_MAX_HELD_REQUESTS")]
     max_held_requests: usize,
+    /// allow (as Redis) or deny: refuse CONFIG SET/REWRITE/RESETSTAT, ACL writes, CLIENT
+    /// KILL/PAUSE, MONITOR, BGSAVE/SAVE, FLUSHALL/FLUSHDB with -NOPERM [default: allow]
+    #[arg(long, value_enum, env = "SLOTPROXY_ADMIN_COMMANDS")]
+    admin_commands: AdminCommands,
 }
 
 impl Settings {
