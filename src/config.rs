@@ -66,6 +66,8 @@ pub struct Config {
     pub max_held_requests: usize,
     /// Whether clients may run node administration (CONFIG SET, ACL SETUSER, CLIENT KILL, ...).
     pub admin_commands: AdminCommands,
+    /// Requests at least this slow end to end go into the proxy's SLOWLOG (`None`: off).
+    pub slowlog_slower_than: Option<Duration>,
 }
 
 /// `admin_commands`: whether clients may administer the nodes through the proxy.
@@ -126,6 +128,7 @@ impl Default for Config {
             failover_hold: None,
             max_held_requests: 100_000,
             admin_commands: AdminCommands::Allow,
+            slowlog_slower_than: Some(Duration::from_millis(10)),
         }
     }
 }
@@ -243,6 +246,11 @@ impl Config {
             failover_hold: s.failover_hold_ms.map(ms),
             max_held_requests: s.max_held_requests.unwrap_or(d.max_held_requests),
             admin_commands: s.admin_commands.unwrap_or(d.admin_commands),
+            slowlog_slower_than: match s.slowlog_slower_than_us {
+                None => d.slowlog_slower_than,
+                Some(us) if us < 0 => None,
+                Some(us) => Some(Duration::from_micros(us as u64)),
+            },
         };
         config.validate()?;
         Ok(config)

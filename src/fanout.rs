@@ -386,13 +386,20 @@ impl Scan {
 impl Fanout {
     /// Waits for every part and merges. The first error a part answers is the client's reply.
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
-        let mut replies = Vec::with_capacity(self.parts.len());
+        let mut replies = Vec::with_capacity(self.parts.len() + 1);
         for (i, part) in self.parts.into_iter().enumerate() {
             let first = self.gather.0.take(i).await;
             replies.push(part.finish(proxy, client, Some(first)).await);
         }
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
             return err.clone();
+        }
+        // The proxy's own slow log joins the masters' as one more node.
+        match self.merge {
+            Merge::Slowlog(count) => replies.push(proxy.slowlog().reply(count)),
+            Merge::SlowlogLen => replies.push(reply::integer(proxy.slowlog().len() as i64)),
+            Merge::SlowlogReset => proxy.slowlog().reset(),
+            _ => {}
         }
         merge::merge(self.merge, replies, client)
     }

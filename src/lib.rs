@@ -12,6 +12,7 @@
 //! - [`health`]: what the proxy can reach now, over all workers (`/readyz`, cluster gauges).
 //! - [`logging`]: the log subscriber: level reload, text or JSON lines.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
+//! - [`slowlog`]: the proxy's own slow requests, merged into SLOWLOG with the masters'.
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
 //!   transactions (`session/transaction.rs`), subscriptions (`session/subscribe.rs`) and what
 //!   admin commands need of it (`session/admin.rs`: CLIENT PAUSE/REPLY, WAIT, MONITOR).
@@ -80,5 +81,6 @@ pub mod reply_queue;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod slowlog;
 pub mod tls;
 pub mod tls_listener;

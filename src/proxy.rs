@@ -72,6 +72,8 @@ pub struct Counters {
     reply_memory: Arc<ReplyMemory>,
     /// Who the clients are (CLIENT LIST/KILL/PAUSE, INFO clients).
     registry: Arc<Clients>,
+    /// The proxy's own slow requests (SLOWLOG), process-wide.
+    slowlog: Arc<crate::slowlog::SlowLog>,
 }
 
 impl Default for Counters {
@@ -82,6 +84,7 @@ impl Default for Counters {
             held: Arc::new(AtomicUsize::new(0)),
             reply_memory: Arc::default(),
             registry: Arc::new(Clients::default()),
+            slowlog: Arc::default(),
         }
     }
 }
@@ -220,6 +223,11 @@ impl Proxy {
     #[inline]
     pub fn clients(&self) -> &Arc<Clients> {
         &self.counters.registry
+    }
+
+    /// The proxy's own slow log (every worker's).
+    pub fn slowlog(&self) -> &crate::slowlog::SlowLog {
+        &self.counters.slowlog
     }
 
     pub fn connected_clients(&self) -> usize {

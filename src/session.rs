@@ -305,12 +305,22 @@ impl Reader {
                 }
             };
             // Requests framed from this read arrived now: one clock read per read (metrics).
-            let read_at = self.proxy.metrics.as_ref().map(|m| m.received(n));
+            // The proxy's slow log times requests too (with metrics off, one clock read per read).
+            let slow_log = self.proxy.config().slowlog_slower_than.is_some();
+            let read_at = match &self.proxy.metrics {
+                Some(m) => Some(m.received(n)),
+                None => slow_log.then(std::time::Instant::now),
+            };
             self.now_ms = self.proxy.clients().now_ms();
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = read_at.map(Timed::start);
+                        if slow_log {
+                            timed
+                                .iter_mut()
+                                .for_each(|t| t.keep_request(req.bytes().clone()));
+                        }
                         if self.proxy.clients().must_wait(true) {
                             self.wait_while_paused(&req).await;
                         }
@@ -658,6 +668,9 @@ async fn write_loop(
         }
         let bytes = if silent { Bytes::new() } else { bytes };
         queue.settle_one(); // its reply is in: a request on another lane may go now
+        if let Some(t) = &timed {
+            note_if_slow(&proxy, t, entry);
+        }
         if let Some(m) = &proxy.metrics {
             match timed {
                 Some(t) => m.command_done(t, &bytes),
@@ -685,6 +698,24 @@ async fn write_loop(
             return;
         }
         next = queue.try_pop();
+    }
+}
+
+/// Records `t`'s request in the proxy's slow log if it took at least `slowlog_slower_than`.
+fn note_if_slow(proxy: &Proxy, t: &Timed, entry: &ClientEntry) {
+    let (Some(limit), Some(req)) = (proxy.config().slowlog_slower_than, t.request()) else {
+        return;
+    };
+    let took = t.elapsed();
+    if took >= limit {
+        let addr = entry.peer.map(|a| a.to_string()).unwrap_or_default();
+        let name = entry
+            .meta()
+            .name
+            .as_deref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        proxy.slowlog().record(req, took, addr, name);
     }
 }
 

@@ -411,3 +411,63 @@ fn wait_counts_the_replicas_of_the_masters_written_to() {
     let n: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
     assert_eq!(n, 1, "once running again, they do");
 }
+
+#[test]
+fn slowlog_shows_the_proxys_own_slow_requests_beside_the_masters() {
+    let cluster = Cluster::start();
+    // 100 ms: a BLPOP that waits 0.3 s is slow through the proxy (Redis itself does not log
+    // time spent blocked, so only the proxy's entry can show it).
+    let proxy = Proxy::start(&cluster.nodes(), &["--slowlog-slower-than-us", "100000"]);
+    let mut c = proxy.client();
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("slowpoke")
+        .query(&mut c)
+        .unwrap();
+    let popped: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("slow:list")
+        .arg("0.3")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(popped, None);
+    let _: String = redis::cmd("GET")
+        .arg("slow:fast")
+        .query::<Option<String>>(&mut c)
+        .unwrap()
+        .unwrap_or_default();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert!(len >= 1, "SLOWLOG LEN counts the proxy's entry: {len}");
+    // Entries: [id, time, microseconds, args, addr, name].
+    let entries: Vec<(i64, i64, i64, Vec<String>, String, String)> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    let blpop = entries
+        .iter()
+        .find(|e| e.3.first().map(String::as_str) == Some("BLPOP"))
+        .unwrap_or_else(|| panic!("no BLPOP entry in {entries:?}"));
+    assert_eq!(blpop.3, vec!["BLPOP", "slow:list", "0.3"]);
+    assert!(blpop.2 >= 100_000, "at least the threshold: {blpop:?}");
+    assert_eq!(blpop.5, "slowpoke");
+    assert!(blpop.4.starts_with("127.0.0.1:"), "{blpop:?}");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.3.first().map(String::as_str) == Some("GET")),
+        "a fast GET is not slow: {entries:?}"
+    );
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let entries: Vec<(i64, i64, i64, Vec<String>, String, String)> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.3.first().map(String::as_str) == Some("BLPOP")),
+        "RESET clears the proxy's entries too: {entries:?}"
+    );
+}

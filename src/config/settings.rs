@@ -169,6 +169,10 @@ settings! {
     /// KILL/PAUSE, MONITOR, BGSAVE/SAVE, FLUSHALL/FLUSHDB with -NOPERM [default: allow]
     #[arg(long, value_enum, env = "SLOTPROXY_ADMIN_COMMANDS")]
     admin_commands: AdminCommands,
+    /// Requests that take this long through the proxy, in microseconds, go into the proxy's
+    /// own SLOWLOG (merged with the masters'); negative: off [default: 10000]
+    #[arg(long, env = "SLOTPROXY_SLOWLOG_SLOWER_THAN_US", allow_negative_numbers = true)]
+    slowlog_slower_than_us: i64,
 }
 
 impl Settings {

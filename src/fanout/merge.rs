@@ -41,8 +41,12 @@ pub enum Merge {
     First,
     /// The smallest integer (LASTSAVE).
     Min,
-    /// SLOWLOG GET, at most this many entries.
+    /// SLOWLOG GET, at most this many entries (the proxy's own slow log is one more reply).
     Slowlog(usize),
+    /// SLOWLOG LEN: summed (the proxy's own count is one more reply).
+    SlowlogLen,
+    /// SLOWLOG RESET: every master `+OK` (the proxy's own log is cleared beside).
+    SlowlogReset,
     LatencyLatest,
     LatencyHistory,
     /// ACL LOG, at most this many entries.
@@ -71,6 +75,8 @@ impl From<AllMastersReply> for Merge {
             AllMastersReply::LatencyHistory => Merge::LatencyHistory,
             AllMastersReply::AclLog => Merge::AclLog(10),
             AllMastersReply::Sum => Merge::SumInts,
+            AllMastersReply::SlowlogLen => Merge::SlowlogLen,
+            AllMastersReply::SlowlogReset => Merge::SlowlogReset,
             AllMastersReply::Concat => Merge::Concat,
             AllMastersReply::AllOk => Merge::AllOk,
             AllMastersReply::FirstNonNull => Merge::FirstNonNull,
@@ -99,6 +105,8 @@ pub(super) fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes 
             None => unexpected(),
         },
         Merge::Slowlog(count) => logs::slowlog(&replies, count),
+        Merge::SlowlogLen => self::merge(Merge::SumInts, replies, client),
+        Merge::SlowlogReset => self::merge(Merge::AllOk, replies, client),
         Merge::LatencyLatest => logs::latency_latest(&replies),
         Merge::LatencyHistory => logs::latency_history(&replies),
         Merge::AclLog(count) => logs::acl_log(&replies, count),

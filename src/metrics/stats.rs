@@ -26,6 +26,8 @@ pub(super) fn in_flight() -> i64 {
 pub struct Timed {
     started: Instant,
     command: CommandId,
+    /// The request's raw bytes, kept only while the proxy's slow log is on (for its entry).
+    request: Option<bytes::Bytes>,
 }
 
 impl Timed {
@@ -37,6 +39,7 @@ impl Timed {
         Timed {
             started: read_at,
             command: CommandId::UNKNOWN,
+            request: None,
         }
     }
 
@@ -50,7 +53,19 @@ impl Timed {
         self.command
     }
 
-    pub(super) fn elapsed(&self) -> Duration {
+    /// Keeps the request's bytes, for a slow-log entry if it turns out slow.
+    #[inline]
+    pub fn keep_request(&mut self, request: bytes::Bytes) {
+        self.request = Some(request);
+    }
+
+    /// The request's bytes, when kept.
+    pub fn request(&self) -> Option<&bytes::Bytes> {
+        self.request.as_ref()
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 }

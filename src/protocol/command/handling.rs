@@ -18,12 +18,16 @@ pub enum SplitKind {
 /// spirit of redis-rs's `ResponsePolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllMastersReply {
-    /// Integers summed: DBSIZE, PUBSUB NUMPAT, SLOWLOG LEN, LATENCY RESET.
+    /// Integers summed: DBSIZE, PUBSUB NUMPAT, LATENCY RESET.
     Sum,
+    /// SLOWLOG LEN: summed, plus the proxy's own slow log.
+    SlowlogLen,
+    /// SLOWLOG RESET: every master `+OK`, and the proxy's own slow log cleared.
+    SlowlogReset,
     /// Arrays concatenated: KEYS.
     Concat,
     /// Every master must answer `+OK`: FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION DELETE/FLUSH/
-    /// RESTORE, SLOWLOG RESET.
+    /// RESTORE.
     AllOk,
     /// The first non-null reply: RANDOMKEY.
     FirstNonNull,
@@ -42,7 +46,8 @@ pub enum AllMastersReply {
     AllSucceed,
     /// The smallest integer: LASTSAVE (the data set is only saved as of the oldest save).
     Min,
-    /// SLOWLOG GET: every master's entries, newest first, ids renumbered to stay unique.
+    /// SLOWLOG GET: every master's entries and the proxy's own, newest first, ids renumbered
+    /// to stay unique.
     Slowlog,
     /// LATENCY LATEST: one entry per event, its latest sample and the largest maximum.
     LatencyLatest,
@@ -210,10 +215,12 @@ pub(super) fn classify(name: &str, blocking: bool) -> Handling {
         "readonly" | "readwrite" => Local(L::ReadMode),
         "acl|whoami" => Local(L::Whoami),
         "info" => Info,
-        "dbsize" | "pubsub|numpat" | "slowlog|len" | "latency|reset" => AllMasters(M::Sum),
+        "dbsize" | "pubsub|numpat" | "latency|reset" => AllMasters(M::Sum),
+        "slowlog|len" => AllMasters(M::SlowlogLen),
+        "slowlog|reset" => AllMasters(M::SlowlogReset),
         "keys" => AllMasters(M::Concat),
         "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
-        | "function|restore" | "slowlog|reset" => AllMasters(M::AllOk),
+        | "function|restore" => AllMasters(M::AllOk),
         "randomkey" => AllMasters(M::FirstNonNull),
         "script|load" | "function|load" => AllMasters(M::Same),
         "script|exists" => AllMasters(M::AndInts),

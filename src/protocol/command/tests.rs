@@ -481,7 +481,7 @@ fn handling_classification() {
         (&["acl", "setuser", "u"], AllNodes(AllNodesReply::AllOk)),
         (&["acl", "log"], AllMasters(AllMastersReply::AclLog)),
         (&["slowlog", "get"], AllMasters(AllMastersReply::Slowlog)),
-        (&["slowlog", "len"], AllMasters(AllMastersReply::Sum)),
+        (&["slowlog", "len"], AllMasters(AllMastersReply::SlowlogLen)),
         (
             &["latency", "latest"],
             AllMasters(AllMastersReply::LatencyLatest),
