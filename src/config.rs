@@ -1,6 +1,7 @@
-//! Configuration: the TOML file (`--config`), `SLOTPROXY_*` environment variables and flags,
-//! merged as flag > env > file > default, then validated. The security settings (users,
-//! credentials and TLS) have their types in [`security`].
+//! Configuration: the typed [`Config`] the proxy runs with, its defaults and its validation,
+//! built from layers of [`Settings`] (the TOML file (`--config`), `SLOTPROXY_*` environment
+//! variables and flags, one struct for all three, in [`settings`]) merged as flag > env > file >
+//! default. The security settings (users, credentials and TLS) have their types in [`security`].
 pub use crate::logging::LogFormat;
 use crate::router::ReadFrom;
 use serde::Deserialize;
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod security;
+pub mod settings;
 pub use security::{Access, ClientTls, NodeAuth, NodeTls, Secret, UserConfig};
+pub use settings::Settings;
 
 /// The address value that turns the plain-TCP client listener off (with `tls_listen` set).
 pub const LISTEN_OFF: &str = "off";
@@ -48,6 +51,10 @@ pub struct Config {
     pub max_inline_len: usize,
     /// Requests one client may have in flight before the proxy stops reading from it.
     pub max_pipeline: usize,
+    /// Bytes of replies owed to one client before the proxy stops reading from it.
+    pub client_reply_buffer_limit: usize,
+    /// Bytes of replies owed to all clients before the biggest debtors stop being read.
+    pub max_reply_memory: usize,
     pub worker_threads: usize,
     pub runtime: RuntimeShape,
     /// On SIGTERM/SIGINT: how long clients have to get their replies before they are closed.
@@ -57,6 +64,22 @@ pub struct Config {
     pub failover_hold: Option<Duration>,
     /// Requests held at once, process-wide; beyond it a request gets its error at once.
     pub max_held_requests: usize,
+    /// Whether clients may run node administration (CONFIG SET, ACL SETUSER, CLIENT KILL, ...).
+    pub admin_commands: AdminCommands,
+    /// Requests at least this slow end to end go into the proxy's SLOWLOG (`None`: off).
+    pub slowlog_slower_than: Option<Duration>,
+}
+
+/// `admin_commands`: whether clients may administer the nodes through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminCommands {
+    /// As Redis allows them: CONFIG SET/REWRITE/RESETSTAT, ACL writes, CLIENT KILL/PAUSE,
+    /// MONITOR, BGSAVE/SAVE/BGREWRITEAOF, FLUSHALL/FLUSHDB.
+    #[default]
+    Allow,
+    /// Those are refused with `-NOPERM`.
+    Deny,
 }
 
 /// How the proxy uses its threads.
@@ -97,154 +120,17 @@ impl Default for Config {
             max_args: 1024 * 1024,
             max_inline_len: 64 * 1024,
             max_pipeline: 1024,
+            client_reply_buffer_limit: 64 * 1024 * 1024,
+            max_reply_memory: 1024 * 1024 * 1024,
             worker_threads: 0,
             runtime: RuntimeShape::PerCore,
             shutdown_grace: Duration::from_secs(10),
             failover_hold: None,
             max_held_requests: 100_000,
+            admin_commands: AdminCommands::Allow,
+            slowlog_slower_than: Some(Duration::from_millis(10)),
         }
     }
-}
-
-/// The TOML file; every key optional. See `config/slotproxy.toml` for the documented example.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub seeds: Option<Vec<String>>,
-    pub read_from: Option<ReadFrom>,
-    pub log_level: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub metrics_listen: Option<String>,
-    pub password: Option<Secret>,
-    pub users: Option<Vec<UserConfig>>,
-    pub node_user: Option<String>,
-    pub node_password: Option<Secret>,
-    pub node_password_file: Option<PathBuf>,
-    pub tls_listen: Option<String>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-    pub tls_client_ca_file: Option<PathBuf>,
-    pub node_tls: Option<bool>,
-    pub node_tls_ca_file: Option<PathBuf>,
-    pub node_tls_cert_file: Option<PathBuf>,
-    pub node_tls_key_file: Option<PathBuf>,
-    pub node_tls_server_name: Option<String>,
-    pub node_tls_insecure_skip_verify: Option<bool>,
-    pub max_clients: Option<usize>,
-    pub replica_max_lag_bytes: Option<u64>,
-    /// 0 = off.
-    pub read_your_writes_ms: Option<u64>,
-    pub backend_connections: Option<usize>,
-    pub command_timeout_ms: Option<u64>,
-    pub connect_timeout_ms: Option<u64>,
-    pub refresh_interval_ms: Option<u64>,
-    /// 0 = never close idle clients.
-    pub client_idle_timeout_secs: Option<u64>,
-    pub max_bulk_len: Option<usize>,
-    pub max_args: Option<usize>,
-    pub max_inline_len: Option<usize>,
-    pub max_pipeline: Option<usize>,
-    /// 0 = one per core.
-    pub worker_threads: Option<usize>,
-    pub runtime: Option<RuntimeShape>,
-    pub shutdown_grace_ms: Option<u64>,
-    /// Unset: twice the cluster's node timeout.
-    pub failover_hold_ms: Option<u64>,
-    pub max_held_requests: Option<usize>,
-}
-
-/// Flags of `slotproxy serve`; each also reads `SLOTPROXY_<NAME>` from the environment.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// Address to accept clients on [default: 127.0.0.1:7777]
-    #[arg(long, env = "SLOTPROXY_LISTEN")]
-    pub listen: Option<String>,
-    /// A cluster node to learn the topology from (repeatable; any node will do)
-    #[arg(long = "seed", env = "SLOTPROXY_SEEDS", value_delimiter = ',')]
-    pub seeds: Vec<String>,
-    /// Where read-only commands go [default: master]
-    #[arg(long, value_enum, env = "SLOTPROXY_READ_FROM")]
-    pub read_from: Option<ReadFrom>,
-    /// TOML config file
-    #[arg(long, env = "SLOTPROXY_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// error, warn, info, debug or trace [default: info]
-    #[arg(long, env = "SLOTPROXY_LOG_LEVEL")]
-    pub log_level: Option<String>,
-    /// text or json (one object a line) [default: text]
-    #[arg(long, value_enum, env = "SLOTPROXY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Address for the Prometheus /metrics, /healthz and /readyz HTTP listener (off if unset)
-    #[arg(long, env = "SLOTPROXY_METRICS_LISTEN")]
-    pub metrics_listen: Option<String>,
-    /// Password clients must give with AUTH or HELLO (none if unset)
-    #[arg(long, env = "SLOTPROXY_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// ACL user the proxy authenticates as on every node (default user if unset)
-    #[arg(long, env = "SLOTPROXY_NODE_USER")]
-    pub node_user: Option<String>,
-    /// Password for the nodes; prefer SLOTPROXY_NODE_PASSWORD or --node-password-file
-    #[arg(
-        long,
-        env = "SLOTPROXY_NODE_PASSWORD",
-        hide_env_values = true,
-        hide = true
-    )]
-    pub node_password: Option<String>,
-    /// File whose first line is the nodes' password (keeps it out of argv and the environment)
-    #[arg(long, env = "SLOTPROXY_NODE_PASSWORD_FILE")]
-    pub node_password_file: Option<PathBuf>,
-    /// Address of a TLS listener for clients (needs --tls-cert-file and --tls-key-file)
-    #[arg(long, env = "SLOTPROXY_TLS_LISTEN")]
-    pub tls_listen: Option<String>,
-    /// PEM certificate chain the TLS listener presents
-    #[arg(long, env = "SLOTPROXY_TLS_CERT_FILE")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of that certificate
-    #[arg(long, env = "SLOTPROXY_TLS_KEY_FILE")]
-    pub tls_key_file: Option<PathBuf>,
-    /// PEM CA certificates; when set, TLS clients must present a certificate they signed
-    #[arg(long, env = "SLOTPROXY_TLS_CLIENT_CA_FILE")]
-    pub tls_client_ca_file: Option<PathBuf>,
-    /// Speak TLS to the nodes
-    #[arg(long, env = "SLOTPROXY_NODE_TLS")]
-    pub node_tls: bool,
-    /// PEM CA certificates that sign the nodes' certificates
-    #[arg(long, env = "SLOTPROXY_NODE_TLS_CA_FILE")]
-    pub node_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate for the nodes (tls-auth-clients)
-    #[arg(long, env = "SLOTPROXY_NODE_TLS_CERT_FILE")]
-    pub node_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate
-    #[arg(long, env = "SLOTPROXY_NODE_TLS_KEY_FILE")]
-    pub node_tls_key_file: Option<PathBuf>,
-    /// Name the nodes' certificates are verified against (default: the node's IP address)
-    #[arg(long, env = "SLOTPROXY_NODE_TLS_SERVER_NAME")]
-    pub node_tls_server_name: Option<String>,
-    /// Accept any node certificate (labs only)
-    #[arg(long, env = "SLOTPROXY_NODE_TLS_INSECURE_SKIP_VERIFY")]
-    pub node_tls_insecure_skip_verify: bool,
-    /// Reply timeout for a command sent to a node, in milliseconds [default: 5000]
-    #[arg(long, env = "SLOTPROXY_COMMAND_TIMEOUT_MS")]
-    pub command_timeout_ms: Option<u64>,
-    /// Runtime worker threads, 0 = one per core [default: 0]
-    #[arg(long, env = "SLOTPROXY_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-    /// per-core (a single-threaded runtime per worker) or work-stealing [default: per-core]
-    #[arg(long, value_enum, env = "SLOTPROXY_RUNTIME")]
-    pub runtime: Option<RuntimeShape>,
-    /// On SIGTERM/SIGINT, how long clients get to receive their replies, in ms [default: 10000]
-    #[arg(long, env = "SLOTPROXY_SHUTDOWN_GRACE_MS")]
-    pub shutdown_grace_ms: Option<u64>,
-    /// How long a request may wait for a new master during a failover, in milliseconds
-    /// [default: twice the cluster's cluster-node-timeout]
-    #[arg(long, env = "SLOTPROXY_FAILOVER_HOLD_MS")]
-    pub failover_hold_ms: Option<u64>,
-    /// Requests held during failovers at once, process-wide; beyond it: the error at once
-    /// [default: 100000]
-    #[arg(long, env = "SLOTPROXY_MAX_HELD_REQUESTS")]
-    pub max_held_requests: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,8 +149,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+impl Settings {
+    /// The settings in the TOML file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
@@ -274,129 +161,104 @@ impl FileConfig {
             source,
         })
     }
-
-    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
-        toml::from_str(text)
-    }
 }
 
 impl Config {
-    /// Merges flags (which clap already merged with the environment) over the file over defaults.
-    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+    /// The configuration `args` (flags over the environment, as clap read them) give over the
+    /// config file they name, over the defaults; validated.
+    pub fn resolve(args: &Settings) -> Result<Config, ConfigError> {
         let file = match &args.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
+            Some(p) => Settings::load(p)?,
+            None => Settings::default(),
         };
+        let mut merged = file.under(args.clone());
+        // A node password given in a higher layer beats a password file from a lower one.
+        if args.node_password.is_some() && args.node_password_file.is_none() {
+            merged.node_password_file = None;
+        }
+        Config::from_settings(merged)
+    }
+
+    /// Fills what `s` leaves unset with the defaults, and checks the result.
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
         let d = Config::default();
         let ms = Duration::from_millis;
-        let config =
-            Config {
-                listen: args.listen.clone().or(file.listen).unwrap_or(d.listen),
-                seeds: if args.seeds.is_empty() {
-                    file.seeds.unwrap_or_default()
-                } else {
-                    args.seeds.clone()
-                },
-                read_from: args.read_from.or(file.read_from).unwrap_or(d.read_from),
-                log_level: args
-                    .log_level
-                    .clone()
-                    .or(file.log_level)
-                    .unwrap_or(d.log_level),
-                log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
-                metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
-                password: args.password.clone().map(Secret::new).or(file.password),
-                users: file.users.unwrap_or_default(),
-                node_auth: NodeAuth {
-                    user: args.node_user.clone().or(file.node_user),
-                    password: match (
-                        &args.node_password_file,
-                        &args.node_password,
-                        &file.node_password_file,
-                    ) {
-                        (Some(p), _, _) => {
-                            Some(security::read_secret_file(p).map_err(ConfigError::Invalid)?)
-                        }
-                        (None, Some(p), _) => Some(Secret::new(p.clone())),
-                        (None, None, Some(p)) => {
-                            Some(security::read_secret_file(p).map_err(ConfigError::Invalid)?)
-                        }
-                        (None, None, None) => file.node_password,
-                    },
-                },
-                tls: match args.tls_listen.clone().or(file.tls_listen) {
-                    None => None,
-                    Some(listen) => Some(ClientTls {
-                        listen,
-                        cert_file: args
-                            .tls_cert_file
-                            .clone()
-                            .or(file.tls_cert_file)
-                            .ok_or_else(|| {
-                                ConfigError::Invalid("tls_listen needs tls_cert_file".into())
-                            })?,
-                        key_file: args.tls_key_file.clone().or(file.tls_key_file).ok_or_else(
-                            || ConfigError::Invalid("tls_listen needs tls_key_file".into()),
-                        )?,
-                        client_ca_file: args.tls_client_ca_file.clone().or(file.tls_client_ca_file),
-                    }),
-                },
-                node_tls: (args.node_tls || file.node_tls == Some(true)).then(|| NodeTls {
-                    ca_file: args.node_tls_ca_file.clone().or(file.node_tls_ca_file),
-                    cert_file: args.node_tls_cert_file.clone().or(file.node_tls_cert_file),
-                    key_file: args.node_tls_key_file.clone().or(file.node_tls_key_file),
-                    server_name: args
-                        .node_tls_server_name
-                        .clone()
-                        .or(file.node_tls_server_name),
-                    insecure_skip_verify: args.node_tls_insecure_skip_verify
-                        || file.node_tls_insecure_skip_verify == Some(true),
+        let invalid = |m: &str| ConfigError::Invalid(m.into());
+        let node_password = match (&s.node_password_file, s.node_password) {
+            (Some(p), _) => Some(security::read_secret_file(p).map_err(ConfigError::Invalid)?),
+            (None, p) => p,
+        };
+        let config = Config {
+            listen: s.listen.unwrap_or(d.listen),
+            seeds: s.seeds.unwrap_or_default(),
+            read_from: s.read_from.unwrap_or(d.read_from),
+            log_level: s.log_level.unwrap_or(d.log_level),
+            log_format: s.log_format.unwrap_or(d.log_format),
+            metrics_listen: s.metrics_listen,
+            password: s.password,
+            users: s.users.unwrap_or_default(),
+            node_auth: NodeAuth {
+                user: s.node_user,
+                password: node_password,
+            },
+            tls: match s.tls_listen {
+                None => None,
+                Some(listen) => Some(ClientTls {
+                    listen,
+                    cert_file: s
+                        .tls_cert_file
+                        .ok_or_else(|| invalid("tls_listen needs tls_cert_file"))?,
+                    key_file: s
+                        .tls_key_file
+                        .ok_or_else(|| invalid("tls_listen needs tls_key_file"))?,
+                    client_ca_file: s.tls_client_ca_file,
                 }),
-                max_clients: file.max_clients.unwrap_or(d.max_clients),
-                replica_max_lag_bytes: file
-                    .replica_max_lag_bytes
-                    .unwrap_or(d.replica_max_lag_bytes),
-                read_your_writes: match file.read_your_writes_ms {
-                    None | Some(0) => None,
-                    Some(ms) => Some(Duration::from_millis(ms)),
-                },
-                backend_connections: file.backend_connections.unwrap_or(d.backend_connections),
-                command_timeout: args
-                    .command_timeout_ms
-                    .or(file.command_timeout_ms)
-                    .map(ms)
-                    .unwrap_or(d.command_timeout),
-                connect_timeout: file.connect_timeout_ms.map(ms).unwrap_or(d.connect_timeout),
-                refresh_interval: file
-                    .refresh_interval_ms
-                    .map(ms)
-                    .unwrap_or(d.refresh_interval),
-                client_idle_timeout: match file.client_idle_timeout_secs {
-                    None | Some(0) => None,
-                    Some(s) => Some(Duration::from_secs(s)),
-                },
-                max_bulk_len: file.max_bulk_len.unwrap_or(d.max_bulk_len),
-                max_args: file.max_args.unwrap_or(d.max_args),
-                max_inline_len: file.max_inline_len.unwrap_or(d.max_inline_len),
-                max_pipeline: file.max_pipeline.unwrap_or(d.max_pipeline),
-                worker_threads: args
-                    .worker_threads
-                    .or(file.worker_threads)
-                    .unwrap_or(d.worker_threads),
-                runtime: args.runtime.or(file.runtime).unwrap_or(d.runtime),
-                shutdown_grace: args
-                    .shutdown_grace_ms
-                    .or(file.shutdown_grace_ms)
-                    .map(ms)
-                    .unwrap_or(d.shutdown_grace),
-                failover_hold: args.failover_hold_ms.or(file.failover_hold_ms).map(ms),
-                max_held_requests: args
-                    .max_held_requests
-                    .or(file.max_held_requests)
-                    .unwrap_or(d.max_held_requests),
-            };
+            },
+            node_tls: (s.node_tls == Some(true)).then(|| NodeTls {
+                ca_file: s.node_tls_ca_file,
+                cert_file: s.node_tls_cert_file,
+                key_file: s.node_tls_key_file,
+                server_name: s.node_tls_server_name,
+                insecure_skip_verify: s.node_tls_insecure_skip_verify == Some(true),
+            }),
+            max_clients: s.max_clients.unwrap_or(d.max_clients),
+            replica_max_lag_bytes: s.replica_max_lag_bytes.unwrap_or(d.replica_max_lag_bytes),
+            read_your_writes: s.read_your_writes_ms.filter(|&n| n > 0).map(ms),
+            backend_connections: s.backend_connections.unwrap_or(d.backend_connections),
+            command_timeout: s.command_timeout_ms.map(ms).unwrap_or(d.command_timeout),
+            connect_timeout: s.connect_timeout_ms.map(ms).unwrap_or(d.connect_timeout),
+            refresh_interval: s.refresh_interval_ms.map(ms).unwrap_or(d.refresh_interval),
+            client_idle_timeout: s
+                .client_idle_timeout_secs
+                .filter(|&n| n > 0)
+                .map(Duration::from_secs),
+            max_bulk_len: s.max_bulk_len.unwrap_or(d.max_bulk_len),
+            max_args: s.max_args.unwrap_or(d.max_args),
+            max_inline_len: s.max_inline_len.unwrap_or(d.max_inline_len),
+            max_pipeline: s.max_pipeline.unwrap_or(d.max_pipeline),
+            client_reply_buffer_limit: s
+                .client_reply_buffer_limit
+                .unwrap_or(d.client_reply_buffer_limit),
+            max_reply_memory: s.max_reply_memory.unwrap_or(d.max_reply_memory),
+            worker_threads: s.worker_threads.unwrap_or(d.worker_threads),
+            runtime: s.runtime.unwrap_or(d.runtime),
+            shutdown_grace: s.shutdown_grace_ms.map(ms).unwrap_or(d.shutdown_grace),
+            failover_hold: s.failover_hold_ms.map(ms),
+            max_held_requests: s.max_held_requests.unwrap_or(d.max_held_requests),
+            admin_commands: s.admin_commands.unwrap_or(d.admin_commands),
+            slowlog_slower_than: match s.slowlog_slower_than_us {
+                None => d.slowlog_slower_than,
+                Some(us) if us < 0 => None,
+                Some(us) => Some(Duration::from_micros(us as u64)),
+            },
+        };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether reads may go to replicas (`read_from` other than `master`).
+    pub fn replica_reads(&self) -> bool {
+        self.read_from != ReadFrom::Master
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -409,6 +271,9 @@ impl Config {
         }
         if self.max_clients == 0 || self.max_pipeline == 0 {
             return bad("max_clients and max_pipeline must be at least 1");
+        }
+        if self.client_reply_buffer_limit < 64 * 1024 || self.max_reply_memory < 64 * 1024 {
+            return bad("client_reply_buffer_limit and max_reply_memory must be at least 65536");
         }
         if self.command_timeout.is_zero()
             || self.connect_timeout.is_zero()
@@ -443,9 +308,9 @@ mod tests {
     #[test]
     fn shipped_example_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/slotproxy.toml");
-        let file = FileConfig::load(&path).expect("config/slotproxy.toml parses");
+        let file = Settings::load(&path).expect("config/slotproxy.toml parses");
         assert!(file.seeds.as_ref().is_some_and(|s| !s.is_empty()));
-        let args = ServeArgs {
+        let args = Settings {
             config: Some(path),
             ..Default::default()
         };
@@ -463,7 +328,7 @@ mod tests {
             "listen = \"127.0.0.1:1\"\nseeds = [\"127.0.0.1:5001\"]\nread_from = \"replica\"\n",
         )
         .unwrap();
-        let args = ServeArgs {
+        let args = Settings {
             config: Some(path.clone()),
             listen: Some("127.0.0.1:2".into()),
             ..Default::default()
@@ -477,11 +342,11 @@ mod tests {
 
     #[test]
     fn failover_settings_come_from_file_and_flags() {
-        let f = FileConfig::parse("failover_hold_ms = 7000\nmax_held_requests = 5\n").unwrap();
+        let f = Settings::parse("failover_hold_ms = 7000\nmax_held_requests = 5\n").unwrap();
         assert_eq!(f.failover_hold_ms, Some(7000));
         assert_eq!(f.max_held_requests, Some(5));
-        let args = ServeArgs {
-            seeds: vec!["x:1".into()],
+        let args = Settings {
+            seeds: Some(vec!["x:1".into()]),
             failover_hold_ms: Some(0),
             ..Default::default()
         };
@@ -497,8 +362,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(FileConfig::parse("lisen = \"x\"").is_err());
-        assert!(FileConfig::parse("read_from = \"sometimes\"").is_err());
+        assert!(Settings::parse("lisen = \"x\"").is_err());
+        assert!(Settings::parse("read_from = \"sometimes\"").is_err());
         let c = Config {
             seeds: vec!["x:1".into()],
             backend_connections: 0,
@@ -514,7 +379,7 @@ mod tests {
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
-            serve: ServeArgs,
+            serve: Settings,
         }
         let dir = std::env::temp_dir().join(format!("slotproxy-env-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -539,5 +404,41 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3", "env over file");
         assert_eq!(c.read_from, ReadFrom::PreferReplica);
         assert_eq!(f.listen, "127.0.0.1:2", "flag over env");
+    }
+
+    #[test]
+    fn every_setting_is_a_file_key_and_a_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: Settings,
+        }
+        // Settings that were file-only before there was one struct for all sources.
+        let flags = Cli::try_parse_from([
+            "x",
+            "--seed",
+            "a:1,b:2",
+            "--max-clients",
+            "7",
+            "--refresh-interval-ms",
+            "250",
+            "--node-tls",
+            "--node-tls-insecure-skip-verify",
+            "--read-your-writes-ms",
+            "0",
+        ])
+        .unwrap()
+        .serve;
+        let file = Settings::parse("max_clients = 9\nbackend_connections = 2\n").unwrap();
+        let c = Config::from_settings(file.under(flags)).unwrap();
+        assert_eq!(c.seeds, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(c.max_clients, 7, "the flag over the file");
+        assert_eq!(c.backend_connections, 2, "the file where no flag says");
+        assert_eq!(c.refresh_interval, Duration::from_millis(250));
+        assert!(c.node_tls.as_ref().is_some_and(|t| t.insecure_skip_verify));
+        assert_eq!(c.read_your_writes, None);
+        // The file cannot name the file.
+        assert!(Settings::parse("config = \"x.toml\"").is_err());
     }
 }

@@ -6,7 +6,7 @@ use crate::backend::conn::{ReplySink, ReplyTo};
 use crate::cluster::slot::{key_slot, Slot};
 use crate::forward::{route_error, Client, Forward};
 use crate::protocol::command::SplitKind;
-use crate::protocol::framer::Request;
+use crate::protocol::framer::{parse_int, Request};
 use crate::protocol::reply::{self, put_array_header, put_bulk};
 use crate::protocol::reply_framer::split_array;
 use crate::proxy::Proxy;
@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 mod merge;
 pub use merge::Merge;
+
+pub mod broadcast;
+mod logs;
+pub mod wait;
 
 mod gather;
 use gather::Gather;
@@ -230,83 +234,151 @@ pub fn all_masters(
 /// is kept in the bits above them.
 const SCAN_MASTER_BITS: u32 = 8;
 
-/// A SCAN over every master in turn, one master at a time.
+/// A SCAN over every master in turn. One call goes on to the next master when one is done
+/// before `COUNT` keys were found, so a small key space comes back in one call.
 #[derive(Debug)]
 pub struct Scan {
     part: Forward,
-    master: u64,
-    masters: u64,
+    /// Index (in `masters`) of the master being scanned.
+    master: usize,
+    /// A slot of each master, ordered by address: the cursor's master bits index this.
+    masters: Vec<Option<Slot>>,
+    req: Request,
+    /// Keys wanted in this call (`COUNT`, 10 by default, as Redis).
+    count: usize,
 }
 
-/// Starts a SCAN step: the client's cursor names the master (ordered by address) and that
-/// master's own cursor.
+/// SCAN's `COUNT` option (the nodes check its syntax; a bad value leaves the default here).
+fn scan_count(req: &Request) -> usize {
+    let mut i = 2;
+    let mut count = 10;
+    while i + 1 < req.argc() {
+        if req.arg(i).eq_ignore_ascii_case(b"count") {
+            count = parse_int(req.arg(i + 1)).map_or(10, |n| n.max(1) as usize);
+        }
+        i += 2;
+    }
+    count
+}
+
+/// The request for one master: the client's, with the node's own cursor.
+fn scan_part(req: &Request, node_cursor: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(req.bytes().len() + 8);
+    put_array_header(&mut b, req.argc());
+    put_bulk(&mut b, req.arg(0));
+    put_bulk(&mut b, node_cursor.to_string().as_bytes());
+    for i in 2..req.argc() {
+        put_bulk(&mut b, req.arg(i));
+    }
+    b.freeze()
+}
+
+/// A SCAN cursor as Redis 7.0 reads it (`strtoul`): digits with an optional sign (a negative
+/// one wraps around), nothing before or after, no overflow.
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let (negative, digits) = match arg.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = digits.iter().try_fold(0u64, |v, d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(if negative { v.wrapping_neg() } else { v })
+}
+
+/// Starts a SCAN call: the client's cursor names the master (ordered by address) and that
+/// master's own cursor. The cursor is read as Redis reads it (no sign, no leading zeros).
 pub fn scan(proxy: &Proxy, client: Client, req: &Request) -> Result<Scan, Bytes> {
     let invalid = || reply::error("ERR invalid cursor");
-    let cursor: u64 = std::str::from_utf8(req.arg(1))
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(invalid)?;
+    let cursor = parse_cursor(req.arg(1)).ok_or_else(invalid)?;
     let view = proxy.refresher.view();
     let mut masters = view.topology.serving_masters();
     if masters.is_empty() {
         return Err(route_error(proxy, RouteError::Uncovered(None)));
     }
     masters.sort_by_key(|&m| view.topology.nodes()[m].addr);
-    let master = cursor & ((1 << SCAN_MASTER_BITS) - 1);
-    let Some(&node) = masters.get(master as usize) else {
-        return Err(invalid());
+    let masters: Vec<Option<Slot>> = masters
+        .iter()
+        .map(|&m| view.topology.first_slot_of(m))
+        .collect();
+    let master = (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize;
+    let Some(&slot) = masters.get(master) else {
+        // No cursor of ours: Redis answers a cursor it never gave with whatever that position
+        // holds; past the last master nothing is left.
+        return Err(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
     };
-    let slot = view.topology.first_slot_of(node);
-    let mut b = BytesMut::with_capacity(req.bytes().len() + 8);
-    put_array_header(&mut b, req.argc());
-    put_bulk(&mut b, req.arg(0));
-    put_bulk(&mut b, (cursor >> SCAN_MASTER_BITS).to_string().as_bytes());
-    for i in 2..req.argc() {
-        put_bulk(&mut b, req.arg(i));
-    }
-    let part = Forward::start(proxy, client, b.freeze(), slot, false)?;
+    let bytes = scan_part(req, cursor >> SCAN_MASTER_BITS);
+    let part = Forward::start(proxy, client, bytes, slot, false)?;
     Ok(Scan {
         part,
         master,
-        masters: masters.len() as u64,
+        masters,
+        req: req.clone(),
+        count: scan_count(req),
     })
 }
 
 impl Scan {
-    /// The node's reply with its cursor turned into the client's: the next master's start when
-    /// this master is done, 0 when the last one is.
+    /// The keys of every master scanned in this call, with the client's next cursor: this
+    /// master's next position, the next master's start when this one is done, 0 when the last
+    /// one is.
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
-        let r = self.part.finish(proxy, client, None).await;
-        if r.first() == Some(&b'-') {
-            return r;
-        }
         let unexpected = || reply::error("ERR slotproxy: unexpected SCAN reply from a node");
-        let Some(items) = split_array(&r) else {
-            return unexpected();
-        };
-        let [cursor, keys] = items.as_slice() else {
-            return unexpected();
-        };
-        let node_cursor: Option<u64> = crate::backend::control::bulk_payload(cursor)
-            .ok()
-            .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
-        let Some(node_cursor) = node_cursor else {
-            return unexpected();
-        };
-        let next = if node_cursor != 0 {
-            if node_cursor >> (64 - SCAN_MASTER_BITS) != 0 {
-                return reply::error("ERR slotproxy: node cursor too large to carry");
+        let Scan {
+            mut part,
+            mut master,
+            masters,
+            req,
+            count,
+        } = self;
+        let mut keys: Vec<Bytes> = Vec::new();
+        let next = loop {
+            let r = part.finish(proxy, client, None).await;
+            if r.first() == Some(&b'-') {
+                return r;
             }
-            (node_cursor << SCAN_MASTER_BITS) | self.master
-        } else if self.master + 1 < self.masters {
-            self.master + 1
-        } else {
-            0
+            let Some(items) = split_array(&r) else {
+                return unexpected();
+            };
+            let [cursor, page] = items.as_slice() else {
+                return unexpected();
+            };
+            let node_cursor = crate::backend::control::bulk_payload(cursor)
+                .ok()
+                .and_then(parse_int)
+                .and_then(|c| u64::try_from(c).ok());
+            let (Some(node_cursor), Some(page)) = (node_cursor, split_array(page)) else {
+                return unexpected();
+            };
+            keys.extend(page);
+            if node_cursor != 0 {
+                if node_cursor >> (63 - SCAN_MASTER_BITS) != 0 {
+                    return reply::error("ERR slotproxy: node cursor too large to carry");
+                }
+                break (node_cursor << SCAN_MASTER_BITS) | master as u64;
+            }
+            if master + 1 >= masters.len() {
+                break 0;
+            }
+            master += 1;
+            if keys.len() >= count {
+                break master as u64;
+            }
+            // This master is done and the page is not full: go on with the next one.
+            match Forward::start(proxy, client, scan_part(&req, 0), masters[master], false) {
+                Ok(p) => part = p,
+                Err(e) => return e,
+            }
         };
-        let mut out = BytesMut::with_capacity(r.len() + 8);
+        let mut out = BytesMut::new();
         put_array_header(&mut out, 2);
         put_bulk(&mut out, next.to_string().as_bytes());
-        out.extend_from_slice(keys);
+        put_array_header(&mut out, keys.len());
+        keys.iter().for_each(|k| out.extend_from_slice(k));
         out.freeze()
     }
 }
@@ -314,13 +386,20 @@ impl Scan {
 impl Fanout {
     /// Waits for every part and merges. The first error a part answers is the client's reply.
     pub async fn finish(self, proxy: &Proxy, client: Client) -> Bytes {
-        let mut replies = Vec::with_capacity(self.parts.len());
+        let mut replies = Vec::with_capacity(self.parts.len() + 1);
         for (i, part) in self.parts.into_iter().enumerate() {
             let first = self.gather.0.take(i).await;
             replies.push(part.finish(proxy, client, Some(first)).await);
         }
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
             return err.clone();
+        }
+        // The proxy's own slow log joins the masters' as one more node.
+        match self.merge {
+            Merge::Slowlog(count) => replies.push(proxy.slowlog().reply(count)),
+            Merge::SlowlogLen => replies.push(reply::integer(proxy.slowlog().len() as i64)),
+            Merge::SlowlogReset => proxy.slowlog().reset(),
+            _ => {}
         }
         merge::merge(self.merge, replies, client)
     }
@@ -348,6 +427,18 @@ mod tests {
                 (p.slot, args, positions)
             })
             .collect()
+    }
+
+    #[test]
+    fn scan_cursors_parse_as_redis_reads_them() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b"00"), Some(0));
+        assert_eq!(parse_cursor(b"+7"), Some(7));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b" 1"), None);
+        assert_eq!(parse_cursor(b"1x"), None);
+        assert_eq!(parse_cursor(b""), None);
+        assert_eq!(parse_cursor(b"99999999999999999999"), None);
     }
 
     #[test]

@@ -162,6 +162,11 @@ impl Forward {
         }
     }
 
+    /// The node the request went to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The request's bytes, to send.
     pub fn request(&self) -> &Bytes {
         &self.req

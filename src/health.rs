@@ -35,7 +35,7 @@ pub const STALE_INTERVALS: u32 = 3;
 #[derive(Default)]
 pub struct Health {
     /// Nodes whose last connection attempt failed (or whose connection broke), with why.
-    unreachable: Mutex<HashMap<SocketAddr, String>>,
+    unreachable: Mutex<HashMap<SocketAddr, Down>>,
     workers: Mutex<Vec<Arc<Refresher>>>,
     conditions: Mutex<BTreeMap<String, String>>,
     draining: AtomicBool,
@@ -45,6 +45,14 @@ impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health").finish_non_exhaustive()
     }
+}
+
+/// Why a node is unreachable, and how many failures were reported since the one logged (the
+/// repeats are counted, not logged; the count is in the line that says it is back).
+#[derive(Debug, Clone)]
+struct Down {
+    why: String,
+    repeats: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,26 +118,51 @@ impl Health {
 
     /// Why `addr` is unreachable, if it is.
     pub fn node_error(&self, addr: SocketAddr) -> Option<String> {
-        lock(&self.unreachable).get(&addr).cloned()
+        lock(&self.unreachable).get(&addr).map(|d| d.why.clone())
     }
 
     /// Records that `addr` cannot be reached (first report logs, repeats do not).
     fn mark_down(&self, addr: SocketAddr, why: String, replace: bool) {
         let mut down = lock(&self.unreachable);
         match down.get_mut(&addr) {
-            Some(old) if replace && *old != why => *old = why,
-            Some(_) => {}
+            Some(d) => {
+                d.repeats += 1;
+                if replace {
+                    d.why = why;
+                }
+            }
             None => {
-                tracing::warn!("node {addr} unreachable: {why}");
-                down.insert(addr, why);
+                tracing::warn!("node {addr}{} unreachable: {why}", self.describe(addr));
+                down.insert(addr, Down { why, repeats: 0 });
             }
         }
     }
 
     fn mark_up(&self, addr: SocketAddr) {
-        if lock(&self.unreachable).remove(&addr).is_some() {
-            tracing::warn!("node {addr} reachable again");
-        }
+        let Some(d) = lock(&self.unreachable).remove(&addr) else {
+            return;
+        };
+        tracing::warn!(
+            "node {addr}{} reachable again ({} more failures after the first were not logged)",
+            self.describe(addr),
+            d.repeats
+        );
+    }
+
+    /// " (id, role)" of `addr` as the newest worker view lists it, or nothing.
+    fn describe(&self, addr: SocketAddr) -> String {
+        let workers = lock(&self.workers).clone();
+        workers
+            .iter()
+            .filter_map(|w| {
+                let view = w.view();
+                let t = &view.topology;
+                t.node_at(addr)
+                    .map(|i| (t.epoch(), t.nodes()[i].id.clone(), t.nodes()[i].role))
+            })
+            .max_by_key(|(epoch, _, _)| *epoch)
+            .map(|(_, id, role)| format!(" ({id}, {})", role.as_str()))
+            .unwrap_or_default()
     }
 
     /// Wraps `next` so that connection events also feed health.
@@ -201,8 +234,8 @@ impl Health {
                 }
                 match error {
                     Some(e) => problems.push(format!(
-                        "master {} (serving {} slots) is unreachable: {e}",
-                        n.addr, per_master[i]
+                        "master {} (serving {} slots) is unreachable: {}",
+                        n.addr, per_master[i], e.why
                     )),
                     None if n.failed => problems.push(format!(
                         "master {} (serving {} slots) is flagged fail by the cluster",
@@ -254,7 +287,7 @@ impl ConnEvents for Events {
         self.next.connect_failed(addr, error);
     }
 
-    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<crate::metrics::NodeStats>> {
+    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<dyn crate::backend::NodeObserver>> {
         self.next.node_stats(addr)
     }
 }

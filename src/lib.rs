@@ -12,11 +12,16 @@
 //! - [`health`]: what the proxy can reach now, over all workers (`/readyz`, cluster gauges).
 //! - [`logging`]: the log subscriber: level reload, text or JSON lines.
 //! - [`proxy`]: the state all sessions share (config, refresher, command table).
+//! - [`slowlog`]: the proxy's own slow requests, merged into SLOWLOG with the masters'.
 //! - [`session`]: one client: read, frame, route, queue replies in order, write; its
-//!   transactions (`session/transaction.rs`) and subscriptions (`session/subscribe.rs`).
+//!   transactions (`session/transaction.rs`), subscriptions (`session/subscribe.rs`) and what
+//!   admin commands need of it (`session/admin.rs`: CLIENT PAUSE/REPLY, WAIT, MONITOR).
 //! - [`protocol::framer`]: incremental, bounded RESP request framing (and inline commands).
-//! - [`protocol::command`]: the command table: flags, key positions, proxy handling.
-//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, INFO, ...).
+//! - [`protocol::command`]: the command table: flags, key positions, and each command's typed
+//!   [`Handling`](protocol::command::Handling) (`protocol/command/handling.rs`).
+//! - [`local`]: commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, ...); INFO
+//!   (`local/info.rs`) and CLIENT (`local/client.rs`).
+//! - [`clients`]: the process-wide registry of clients (CLIENT LIST/KILL/PAUSE, INFO clients).
 //! - [`auth`]: client users: who may log in (default and `[[users]]`), password checks, what
 //!   a read-only user may run, `-NOAUTH`/`-WRONGPASS`/`-NOPERM`, failed-login accounting.
 //! - [`router`]: pure routing: (keys, topology, read policy) -> node.
@@ -25,10 +30,15 @@
 //!   request not run waits for a new master, as pure functions.
 //! - [`hold`]: requests held through a failover: counted, bounded, woken by topology changes.
 //! - [`fanout`]: multi-key split/merge and all-masters commands; the parts' first replies land
-//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`).
+//!   in one set of reply slots (`fanout/gather.rs`) and are merged into one (`fanout/merge.rs`,
+//!   `fanout/logs.rs` for SLOWLOG/LATENCY/ACL LOG); commands for every node, replicas too
+//!   (`fanout/broadcast.rs`: CONFIG SET, ACL SETUSER, INFO's node sections).
 //! - [`pubsub`]: a subscribed client's own connection to one node.
+//! - [`monitor`]: MONITOR, one stream merged from every master.
 //! - [`reply_queue`]: the bounded FIFO of replies owed to one client, reader to writer; backend
 //!   connections deliver replies straight into its slots.
+//! - [`reply_memory`]: the bytes of replies owed to each client and to all of them; when a
+//!   client must stop being read (`client_reply_buffer_limit`, `max_reply_memory`).
 //! - [`backend::pool`]: per-node connection handles that survive topology swaps.
 //! - [`backend::conn`]: one multiplexed, pipelined backend socket, fed by a batch job queue
 //!   (`backend::jobs`).
@@ -50,6 +60,7 @@
 pub mod auth;
 pub mod backend;
 pub mod bootstrap;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod fanout;
@@ -59,14 +70,17 @@ pub mod hold;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod protocol;
 pub mod proxy;
 pub mod pubsub;
 pub mod redirect;
 pub mod reload;
+pub mod reply_memory;
 pub mod reply_queue;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod slowlog;
 pub mod tls;
 pub mod tls_listener;

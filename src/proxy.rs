@@ -7,6 +7,7 @@
 //! Each worker's `Proxy` also carries its drain signal: when the worker stops accepting,
 //! sessions stop reading new requests ([`Proxy::draining`]) and, at the deadline, are closed
 //! ([`Proxy::closing`]).
+use crate::clients::Clients;
 use crate::cluster::refresher::Refresher;
 use crate::config::Config;
 use crate::health::Health;
@@ -14,6 +15,7 @@ use crate::hold::{Held, Holds};
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
 use crate::redirect::RetryReason;
+use crate::reply_memory::{Budget, ReplyMemory};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,6 +102,12 @@ pub struct Counters {
     clients: AtomicUsize,
     /// Requests held through failovers, by every worker.
     held: Arc<AtomicUsize>,
+    /// Bytes of replies owed to all clients (`max_reply_memory`).
+    reply_memory: Arc<ReplyMemory>,
+    /// Who the clients are (CLIENT LIST/KILL/PAUSE, INFO clients).
+    registry: Arc<Clients>,
+    /// The proxy's own slow requests (SLOWLOG), process-wide.
+    slowlog: Arc<crate::slowlog::SlowLog>,
 }
 
 impl Default for Counters {
@@ -108,6 +116,9 @@ impl Default for Counters {
             next_session: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             held: Arc::new(AtomicUsize::new(0)),
+            reply_memory: Arc::default(),
+            registry: Arc::new(Clients::default()),
+            slowlog: Arc::default(),
         }
     }
 }
@@ -214,6 +225,10 @@ impl Proxy {
         let n = self.counters.clients.fetch_add(1, Ordering::Relaxed);
         if n >= self.config().max_clients {
             self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .registry
+                .rejected
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &self.metrics {
                 m.client_rejected();
             }
@@ -227,6 +242,32 @@ impl Proxy {
 
     pub fn release_client(&self) {
         self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The reply-memory limits a new client's queue enforces, over the process-wide count.
+    pub fn reply_budget(&self) -> Budget {
+        let c = self.config();
+        Budget {
+            client_limit: c.client_reply_buffer_limit,
+            global_limit: c.max_reply_memory,
+            memory: self.counters.reply_memory.clone(),
+        }
+    }
+
+    /// Bytes of replies owed to all clients of the process now.
+    pub fn reply_memory(&self) -> usize {
+        self.counters.reply_memory.total()
+    }
+
+    /// Every client of this process (shared by all workers).
+    #[inline]
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.counters.registry
+    }
+
+    /// The proxy's own slow log (every worker's).
+    pub fn slowlog(&self) -> &crate::slowlog::SlowLog {
+        &self.counters.slowlog
     }
 
     pub fn connected_clients(&self) -> usize {
@@ -265,6 +306,20 @@ impl Proxy {
         if let Some(m) = &self.metrics {
             m.retry(reason);
         }
+    }
+}
+
+impl crate::metrics::ScrapeSource for Proxy {
+    fn connected_clients(&self) -> usize {
+        Proxy::connected_clients(self)
+    }
+
+    fn last_refresh_unix(&self) -> u64 {
+        self.refresher.last_success_unix()
+    }
+
+    fn health(&self) -> crate::health::Report {
+        self.health.report(&self.config())
     }
 }
 

@@ -8,7 +8,7 @@
 //! client password and users (new connections; an authenticated client stays so), limits read
 //! per new client, the refresh interval and seeds, subscription timeouts, and the log level.
 //! What cannot change without a restart is named in a WARN ([`fixed_changes`]).
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, Settings};
 use crate::logging::LogLevel;
 use arc_swap::ArcSwap;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ pub type ReloadHook = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
 pub struct Reloader {
     /// The flags and environment the process started with (`None`: nothing to re-read, as for
     /// `slotproxy up`).
-    args: Option<ServeArgs>,
+    args: Option<Settings>,
     log: Option<LogLevel>,
     hooks: Mutex<Vec<(String, ReloadHook)>>,
 }
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    pub fn new(args: Option<ServeArgs>, log: Option<LogLevel>) -> Reloader {
+    pub fn new(args: Option<Settings>, log: Option<LogLevel>) -> Reloader {
         Reloader {
             args,
             log,

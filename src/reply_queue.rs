@@ -7,7 +7,13 @@
 //! gives it a sequence number, and the backend connection delivers the reply into that slot
 //! ([`ReplySink::complete`]). The consumer only gets items whose reply is in, in order. This is
 //! the per-request path with no channel and no allocation of its own.
+//!
+//! It also counts the bytes of those replies until the writer has written them
+//! ([`ReplyQueue::release`]): an item that awaits a reply is queued only while the client's
+//! [`Account`] has room under its [`Budget`], so a client that reads slowly stops being read
+//! instead of making the proxy buffer its replies (see [`crate::reply_memory`] for the bound).
 use crate::backend::conn::{ReplyResult, ReplySink};
+use crate::reply_memory::{Account, Budget, Room};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
@@ -16,6 +22,7 @@ use std::task::{Poll, Waker};
 pub struct ReplyQueue<T> {
     inner: Mutex<Inner<T>>,
     cap: usize,
+    budget: Budget,
 }
 
 /// One queued item and the state of the node reply it waits for.
@@ -47,6 +54,8 @@ struct Inner<T> {
     closed_by_producer: bool,
     /// The consumer is gone: producers stop.
     closed_by_consumer: bool,
+    /// Bytes of node replies owed to the client.
+    account: Account,
 }
 
 impl<T> Inner<T> {
@@ -61,13 +70,29 @@ impl<T> Inner<T> {
             w.wake();
         }
     }
+
+    fn wake_producers(&mut self) {
+        for w in self.producers.drain(..) {
+            w.wake();
+        }
+    }
 }
+
+/// A producer paused by the process-wide budget looks again this often: the bytes that free it
+/// may be other clients'.
+const GLOBAL_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Keep this much capacity after draining; more is given back.
 const KEEP: usize = 16;
 
 impl<T> ReplyQueue<T> {
+    /// A queue bounded by count only.
     pub fn new(cap: usize) -> ReplyQueue<T> {
+        Self::with_budget(cap, Budget::unlimited())
+    }
+
+    /// A queue bounded by count (`cap` items) and by the bytes of replies owed (`budget`).
+    pub fn with_budget(cap: usize, budget: Budget) -> ReplyQueue<T> {
         ReplyQueue {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
@@ -78,9 +103,23 @@ impl<T> ReplyQueue<T> {
                 producers: Vec::new(),
                 closed_by_producer: false,
                 closed_by_consumer: false,
+                account: Account::default(),
             }),
             cap: cap.max(1),
+            budget,
         }
+    }
+
+    /// Whether an entry may be queued now (`awaited`: it awaits a node's reply, which counts
+    /// against the budget).
+    fn room(&self, g: &Inner<T>, awaited: bool) -> Room {
+        if g.items.len() >= self.cap {
+            return Room::OverClientLimit;
+        }
+        if awaited {
+            return g.account.room(&self.budget);
+        }
+        Room::Yes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
@@ -111,25 +150,36 @@ impl<T> ReplyQueue<T> {
     async fn push_entry(&self, item: T, reply: Slot) -> Option<u64> {
         // The usual case, a queue with room, without the future's state: no moves of `item`
         // beyond the one into the queue.
-        let entry = match self.try_push(Entry { item, reply }) {
+        let mut entry = match self.try_push(Entry { item, reply }) {
             Ok(seq) => return seq,
             Err(entry) => entry,
         };
-        let mut entry = Some(entry);
-        poll_fn(|cx| {
-            match self.try_push(entry.take().expect("pushed once")) {
-                Ok(seq) => return Poll::Ready(seq),
-                Err(e) => entry = Some(e),
+        let awaited = matches!(entry.reply, Slot::Waiting);
+        loop {
+            let wait = poll_fn(|cx| {
+                let mut g = self.lock();
+                let room = self.room(&g, awaited);
+                if room == Room::Yes || g.closed_by_consumer {
+                    return Poll::Ready(room);
+                }
+                if !g.producers.iter().any(|w| w.will_wake(cx.waker())) {
+                    g.producers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            });
+            // Paused by the shared budget, the producer is not woken by others' writes: it
+            // looks again now and then. Otherwise its own consumer or replies wake it.
+            let paused_globally = self.room(&self.lock(), awaited) == Room::OverGlobalBudget;
+            if paused_globally {
+                let _ = tokio::time::timeout(GLOBAL_RECHECK, wait).await;
+            } else {
+                wait.await;
             }
-            let mut g = self.lock();
-            if g.items.len() < self.cap || g.closed_by_consumer {
-                cx.waker().wake_by_ref(); // room (or the end) came between the two locks
-            } else if !g.producers.iter().any(|w| w.will_wake(cx.waker())) {
-                g.producers.push(cx.waker().clone());
+            match self.try_push(entry) {
+                Ok(seq) => return seq,
+                Err(e) => entry = e,
             }
-            Poll::Pending
-        })
-        .await
+        }
     }
 
     /// Pushes `entry` if there is room: `Ok(None)` once the consumer is gone, `Err` (the entry
@@ -139,8 +189,12 @@ impl<T> ReplyQueue<T> {
         if g.closed_by_consumer {
             return Ok(None);
         }
-        if g.items.len() >= self.cap {
+        let awaited = matches!(entry.reply, Slot::Waiting);
+        if self.room(&g, awaited) != Room::Yes {
             return Err(entry);
+        }
+        if awaited {
+            g.account.sent();
         }
         let seq = g.head + g.items.len() as u64;
         g.items.push_back(entry);
@@ -159,9 +213,7 @@ impl<T> ReplyQueue<T> {
         }
         let entry = g.items.pop_front().expect("front is ready");
         g.head += 1;
-        for w in g.producers.drain(..) {
-            w.wake();
-        }
+        g.wake_producers();
         if g.items.is_empty() && g.items.capacity() > KEEP {
             g.items = VecDeque::new();
         }
@@ -170,6 +222,17 @@ impl<T> ReplyQueue<T> {
             _ => None,
         };
         Some((entry.item, reply))
+    }
+
+    /// `len` bytes of the replies the consumer took are written (or copied into its batch):
+    /// they no longer count against the budget.
+    pub fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        g.account.released(len, &self.budget);
+        g.wake_producers();
     }
 
     /// The consumer is done with one more item it took (its reply is in).
@@ -244,9 +307,8 @@ impl<T> ReplyQueue<T> {
         let n = g.items.len() as u64;
         g.head += n;
         g.items = VecDeque::new();
-        for w in g.producers.drain(..) {
-            w.wake();
-        }
+        g.account.clear(&self.budget);
+        g.wake_producers();
     }
 }
 
@@ -260,10 +322,13 @@ impl<T: Send> ReplySink for ReplyQueue<T> {
             return;
         };
         if matches!(entry.reply, Slot::Waiting) {
+            let len = reply.as_ref().map_or(0, |b| b.len());
             entry.reply = Slot::Arrived(reply);
             if i == 0 {
                 g.wake_consumer();
             }
+            g.account.arrived(len, &self.budget);
+            g.wake_producers();
         }
     }
 

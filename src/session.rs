@@ -1,35 +1,42 @@
 //! One client connection. The reader half reads as much as the socket holds, frames every
 //! complete request, routes it and sends it on (or answers it locally), and queues a
 //! `Pending` reply per request; the writer half resolves them strictly in request order and
-//! writes every reply that is ready in one syscall. The queue is bounded (`max_pipeline`): a
-//! client that does not read its replies stops being read, so memory stays bounded.
+//! writes every reply that is ready in one syscall. The queue is bounded by count
+//! (`max_pipeline`) and by the bytes of replies owed (see [`crate::reply_memory`]): a client
+//! that does not read its replies stops being read, so memory stays bounded.
 //!
 //! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
 //! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
 //! gets a dedicated connection so it blocks no one else.
 use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo};
 use crate::backend::BackendError;
+use crate::clients::ClientEntry;
 use crate::cluster::slot::key_slot;
+use crate::fanout::broadcast::Broadcast;
 use crate::fanout::{self, Fanout};
-use crate::forward::{failure_reply, route_error, Client, Forward, Routed};
+use crate::forward::{failure_reply, route_error, Client, Forward};
 use crate::local::{self, ClientState, Outcome};
 use crate::metrics::Timed;
-use crate::protocol::command::{CommandId, CommandInfo, Handling};
+use crate::protocol::command::{CommandId, CommandInfo, Handling, LocalCommand, TxCommand};
 use crate::protocol::framer::{Limits, Request, RequestFramer};
 use crate::protocol::reply;
 use crate::proxy::Proxy;
 use crate::pubsub::Subscription;
 use crate::reply_queue::ReplyQueue;
-use crate::router::{common_slot, pick_node, ReadFrom, RouteError};
+use crate::router::common_slot;
 use bytes::{Bytes, BytesMut};
 use client_io::{ClientRead, TlsClientStream};
+use read_buffer::{park_spare, take_spare};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod admin;
 mod client_io;
+mod read_buffer;
 mod recent_writes;
+mod route;
 mod subscribe;
 mod transaction;
 use transaction::Multi;
@@ -65,6 +72,8 @@ enum Step {
     Stop(Pending),
     /// A subscription command: goes to the client's subscription connection.
     Subscribe(Request),
+    /// MONITOR: streams from every master.
+    Monitor,
 }
 
 /// A reply owed to the client, in request order.
@@ -79,6 +88,13 @@ pub(crate) enum Pending {
     Scan(Box<fanout::Scan>, Client),
     /// On a dedicated connection: no redirects are followed.
     Direct(ReplyRx, SocketAddr),
+    /// A blocking command's reply (the client counts as blocked until it is in).
+    Blocked(ReplyRx, SocketAddr),
+    /// Sent to several nodes directly (CONFIG SET, INFO, ...).
+    Broadcast(Box<Broadcast>),
+    Wait(Box<fanout::wait::Wait>),
+    /// Resolved as the inner reply, then not written (`CLIENT REPLY OFF|SKIP`).
+    Silent(Box<Pending>),
 }
 
 /// A pending reply and, when metrics are on, its command's timing.
@@ -93,32 +109,59 @@ struct Pinned {
 /// Serves one client until it disconnects, quits or breaks the protocol.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
+    let sock = Socket::of(&stream);
     let (read, write) = stream.into_split();
-    serve(proxy, peer, read, write).await
+    serve(proxy, sock, read, write).await
+}
+
+/// What `CLIENT LIST` says about a client's socket.
+struct Socket {
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    fd: i64,
+}
+
+impl Socket {
+    fn of(s: &TcpStream) -> Socket {
+        use std::os::fd::AsRawFd;
+        Socket {
+            peer: s.peer_addr().ok(),
+            local: s.local_addr().ok(),
+            fd: i64::from(s.as_raw_fd()),
+        }
+    }
 }
 
 /// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
 pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
     let tcp = stream.get_ref().0;
     let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok();
+    let sock = Socket::of(tcp);
     let (read, write) = tokio::io::split(stream);
-    serve(proxy, peer, tokio::io::BufReader::new(read), write).await
+    serve(proxy, sock, tokio::io::BufReader::new(read), write).await
 }
 
 async fn serve(
     proxy: Arc<Proxy>,
-    peer: Option<SocketAddr>,
+    sock: Socket,
     read: impl ClientRead,
     write: impl AsyncWrite + Unpin + Send,
 ) {
     let id = proxy.next_session_id();
-    let queue = Arc::new(ReplyQueue::new(proxy.config().max_pipeline));
+    let queue = Arc::new(ReplyQueue::with_budget(
+        proxy.config().max_pipeline,
+        proxy.reply_budget(),
+    ));
+    let auth = crate::auth::ClientAuth::on_connect(&proxy);
+    let registered = proxy
+        .clients()
+        .register(id, sock.peer, sock.local, sock.fd, auth.user());
+    let entry = registered.entry.clone();
     let state = ClientState {
         id,
-        auth: crate::auth::ClientAuth::on_connect(&proxy),
-        peer,
+        auth,
+        peer: sock.peer,
+        entry: Some(entry.clone()),
         ..Default::default()
     };
     let reader = Reader {
@@ -131,20 +174,32 @@ async fn serve(
         multi: None,
         blocking: None,
         sub: None,
+        monitor: None,
         command: CommandId::UNKNOWN,
         lane: Lane::Shared,
         settled: false,
-        writes: Default::default(),
+        recent_writes: Default::default(),
+        now_ms: 0,
+        skip_this: false,
+        entry: entry.clone(),
+        writes: false,
+        written: Vec::new(),
+        written_everywhere: false,
     };
     let reading = async {
         reader.run(read).await;
         queue.close_producer();
     };
     let writing = async {
-        write_loop(proxy.clone(), write, &queue).await;
+        write_loop(proxy.clone(), write, &queue, &entry).await;
         queue.close_consumer();
     };
-    tokio::join!(reading, writing);
+    // CLIENT KILL ends both halves at once, whatever they wait for.
+    tokio::select! {
+        _ = async { tokio::join!(reading, writing) } => {}
+        _ = entry.killed() => {}
+    }
+    drop(registered);
 }
 
 struct Reader {
@@ -158,6 +213,8 @@ struct Reader {
     multi: Option<Multi>,
     blocking: Option<Pinned>,
     sub: Option<Subscription>,
+    /// MONITOR streams, closed when dropped.
+    monitor: Option<crate::monitor::Monitor>,
     /// The command `dispatch` last resolved (metrics label).
     command: CommandId,
     /// Where the client's last request to a node went.
@@ -166,7 +223,19 @@ struct Reader {
     /// that): the next request may take any lane.
     settled: bool,
     /// Slots written lately (`read_your_writes_ms`).
-    writes: recent_writes::RecentWrites,
+    recent_writes: recent_writes::RecentWrites,
+    /// The registry's clock at the last read (one clock read per read, not per request).
+    now_ms: u64,
+    /// This request's reply is not written (`CLIENT REPLY SKIP` came before it).
+    skip_this: bool,
+    /// This client in the process-wide registry.
+    entry: Arc<ClientEntry>,
+    /// The request being dispatched writes (`write` flag).
+    writes: bool,
+    /// Masters the client wrote to since its last WAIT; `written_everywhere` when a write went
+    /// to several nodes or a connection of its own.
+    written: Vec<SocketAddr>,
+    written_everywhere: bool,
 }
 
 impl Reader {
@@ -236,11 +305,25 @@ impl Reader {
                 }
             };
             // Requests framed from this read arrived now: one clock read per read (metrics).
-            let read_at = self.proxy.metrics.as_ref().map(|m| m.received(n));
+            // The proxy's slow log times requests too (with metrics off, one clock read per read).
+            let slow_log = self.proxy.config().slowlog_slower_than.is_some();
+            let read_at = match &self.proxy.metrics {
+                Some(m) => Some(m.received(n)),
+                None => slow_log.then(std::time::Instant::now),
+            };
+            self.now_ms = self.proxy.clients().now_ms();
             loop {
                 match framer.next_request(&mut buf) {
                     Ok(Some(req)) => {
                         let mut timed = read_at.map(Timed::start);
+                        if slow_log {
+                            timed
+                                .iter_mut()
+                                .for_each(|t| t.keep_request(req.bytes().clone()));
+                        }
+                        if self.proxy.clients().must_wait(true) {
+                            self.wait_while_paused(&req).await;
+                        }
                         let mut step = self.dispatch(req);
                         if let Step::Settle(req) = step {
                             if !self.tx.wait_settled().await {
@@ -250,14 +333,23 @@ impl Reader {
                             step = self.dispatch(req);
                         }
                         timed.iter_mut().for_each(|t| t.set_command(self.command));
+                        let silent = self.silence();
+                        let quiet = |p: Pending| match silent {
+                            true => Pending::Silent(Box::new(p)),
+                            false => p,
+                        };
                         let (pending, stop) = match step {
-                            Step::Queue(p) => (Some(p), false),
+                            Step::Queue(p) => (Some(quiet(p)), false),
                             Step::Stop(p) => (Some(p), true),
                             Step::Settle(_) => unreachable!("dispatched again after settling"),
                             Step::Subscribe(req) => (self.subscribe(req).await, false),
+                            Step::Monitor => (self.monitor().await, false),
                             Step::Route(f, conn) => {
+                                if self.writes && !self.written.contains(&f.addr()) {
+                                    self.written.push(f.addr());
+                                }
                                 let bytes = f.request().clone();
-                                let owed = (Pending::Forward(f, self.client()), timed);
+                                let owed = (quiet(Pending::Forward(f, self.client())), timed);
                                 let seq = match self.tx.try_push_awaiting(owed) {
                                     Ok(seq) => seq,
                                     Err(owed) => self.tx.push_awaiting(owed).await,
@@ -323,16 +415,30 @@ impl Reader {
             return Step::Queue(Pending::Ready(local::unknown_command(&req)));
         };
         self.command = info.id;
+        self.writes = info.write;
+        self.entry.touch(info.id.0, self.now_ms);
         if let Some(e) = local::arity_error(info, &req) {
             self.multi.iter_mut().for_each(Multi::abort);
             return Step::Queue(Pending::Ready(e));
         }
-        let name = info.name.as_str();
         if let Err(e) = self.state.auth.permit(&proxy, info) {
             self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
             return Step::Queue(Pending::Ready(e));
         }
-        if self.multi.is_some() && !matches!(name, "quit" | "reset" | "auth" | "hello") {
+        if info.admin && proxy.config().admin_commands == crate::config::AdminCommands::Deny {
+            self.multi.iter_mut().for_each(Multi::abort);
+            return Step::Queue(Pending::Ready(reply::error(&format!(
+                "NOPERM this proxy refuses '{}' (admin_commands = \"deny\")",
+                info.name
+            ))));
+        }
+        use LocalCommand as L;
+        if self.multi.is_some()
+            && !matches!(
+                info.handling,
+                Handling::Local(L::Quit | L::Reset | L::Auth | L::Hello)
+            )
+        {
             if !self.enter_lane(Lane::Pinned) {
                 return Step::Settle(req);
             }
@@ -344,30 +450,46 @@ impl Reader {
             }
         }
         let may_block = info.handling == Handling::Blocking && proxy.commands.may_block(info, &req);
+        if info.write && !matches!(info.handling, Handling::Forward | Handling::ByChannel) {
+            self.written_everywhere = true; // several nodes, or a connection of its own
+        }
         let lane = match info.handling {
             Handling::Forward
             | Handling::ByChannel
             | Handling::Split(_)
             | Handling::AllMasters(_)
+            | Handling::AllNodes(_)
+            | Handling::Info
             | Handling::Scan => Some(Lane::Shared),
             // A blocking command checks its lane itself: it also depends on the node.
             Handling::Blocking if may_block => None,
             Handling::Blocking => Some(Lane::Shared),
-            Handling::Transaction if name == "watch" || self.pinned.is_some() => Some(Lane::Pinned),
+            Handling::Transaction(TxCommand::Watch) => Some(Lane::Pinned),
+            Handling::Transaction(_) if self.pinned.is_some() => Some(Lane::Pinned),
             _ => None,
         };
         if lane.is_some_and(|l| !self.enter_lane(l)) {
             return Step::Settle(req);
         }
-        if info.handling == Handling::Local && name == "reset" {
+        if info.handling == Handling::Local(L::Reset) {
+            self.entry
+                .subscribed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.entry
+                .multi
+                .store(-1, std::sync::atomic::Ordering::Relaxed);
             self.sub = None;
+            self.monitor = None;
+            self.entry
+                .monitor
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             self.multi = None;
             self.pinned = None;
             self.blocking = None;
             self.lane = Lane::Retired;
         }
         match info.handling {
-            Handling::Local => match local::answer(&proxy, &mut self.state, info, &req) {
+            Handling::Local(cmd) => match local::answer(&proxy, &mut self.state, cmd, info, &req) {
                 Outcome::Reply(r) => Step::Queue(Pending::Ready(r)),
                 Outcome::Close(r) => Step::Stop(Pending::Close(r)),
                 Outcome::Forward => self.forward(req, None, false),
@@ -397,169 +519,38 @@ impl Reader {
                 self.forward(req, Some(slot), false)
             }
             Handling::Scan => Step::Queue(match fanout::scan(&proxy, self.client(), &req) {
-                Ok(s) => Pending::Scan(Box::new(s), self.client()),
+                Ok(s) => {
+                    // A call may go on to the next master once the first answers: what the
+                    // client sends next waits for it, so the scan cannot see a later write.
+                    self.lane = Lane::Retired;
+                    Pending::Scan(Box::new(s), self.client())
+                }
                 Err(e) => Pending::Ready(e),
             }),
             Handling::AllMasters(policy) => Step::Queue(
-                match fanout::all_masters(&proxy, self.client(), &req, policy.into()) {
+                match fanout::all_masters(
+                    &proxy,
+                    self.client(),
+                    &req,
+                    fanout::Merge::for_request(policy, &req),
+                ) {
                     Ok(f) => Pending::Fanout(f, self.client()),
                     Err(e) => Pending::Ready(e),
                 },
             ),
-            Handling::Transaction => Step::Queue(self.transaction(info, req)),
+            Handling::AllNodes(kind) => Step::Queue(self.all_nodes(kind, info, &req)),
+            Handling::Info => Step::Queue(self.info(&req)),
+            Handling::Transaction(cmd) => Step::Queue(self.transaction(cmd, info, req)),
             Handling::Blocking if may_block => self.blocking(info, req),
             Handling::Blocking => self.forward_keyed(info, req),
+            Handling::Monitor => Step::Monitor,
+            Handling::Wait => self.wait(req),
             Handling::PubSub(_) | Handling::Unsupported => {
                 Step::Queue(Pending::Ready(unsupported(info)))
             }
         }
     }
-
-    fn slot_of(
-        &mut self,
-        info: &CommandInfo,
-        req: &Request,
-    ) -> Result<Option<crate::cluster::slot::Slot>, RouteError> {
-        self.keys.clear();
-        self.proxy.commands.keys(info, req, &mut self.keys);
-        common_slot(req, &self.keys)
-    }
-
-    fn forward_keyed(&mut self, info: &CommandInfo, req: Request) -> Step {
-        match self.slot_of(info, &req) {
-            Ok(slot) => self.forward(req, slot, info.readonly),
-            Err(e) => Step::Queue(Pending::Ready(route_error(&self.proxy, e))),
-        }
-    }
-
-    fn forward(
-        &mut self,
-        req: Request,
-        slot: Option<crate::cluster::slot::Slot>,
-        readonly: bool,
-    ) -> Step {
-        // One configuration load per request (each `config()` is an ArcSwap load).
-        let c = self.proxy.config();
-        let (read_from, window) = (c.read_from, c.read_your_writes);
-        drop(c);
-        let readonly = self.read_your_writes(slot, readonly, read_from, window);
-        match Forward::route_or_hold(
-            &self.proxy,
-            self.client(),
-            req.bytes().clone(),
-            slot,
-            readonly,
-            read_from,
-        ) {
-            Ok(Routed::Send(f, conn)) => Step::Route(f, conn),
-            // Held through a failover: queued in order, sent when its slot has a master.
-            Ok(Routed::Held(f)) => Step::Queue(Pending::Forward(f, self.client())),
-            Err(e) => Step::Queue(Pending::Ready(e)),
-        }
-    }
-
-    /// With `read_your_writes_ms` and reads going to replicas: notes a write's slot, and sends a
-    /// read of a slot the client wrote to lately to the master (`false`: not a replica read).
-    fn read_your_writes(
-        &mut self,
-        slot: Option<crate::cluster::slot::Slot>,
-        readonly: bool,
-        read_from: ReadFrom,
-        window: Option<std::time::Duration>,
-    ) -> bool {
-        let (Some(window), Some(slot)) = (window, slot) else {
-            return readonly;
-        };
-        if read_from == ReadFrom::Master {
-            return readonly;
-        }
-        let now = std::time::Instant::now();
-        if !readonly {
-            self.writes.note(slot, now);
-            return false;
-        }
-        !self.writes.recent(slot, window, now)
-    }
-
-    /// The master serving `slot` (any master when `None`).
-    fn master_for(&self, slot: Option<crate::cluster::slot::Slot>) -> Result<SocketAddr, Bytes> {
-        let view = self.proxy.refresher.view();
-        let i = pick_node(
-            &view.topology,
-            slot,
-            false,
-            ReadFrom::Master,
-            self.proxy.spread(self.state.id),
-        )
-        .map_err(|e| route_error(&self.proxy, e))?;
-        Ok(view.backends[i].addr())
-    }
-
-    /// A connection of this client's own to `addr` (see `NodeBackend::dedicated`).
-    fn dedicated(&self, addr: SocketAddr, may_block: bool) -> Pinned {
-        let node = self.proxy.refresher.pool().node(addr);
-        Pinned {
-            addr,
-            conn: node.dedicated(self.state.proto, may_block),
-        }
-    }
-
-    /// The master serving the slot of `req`'s keys (any master when it has none).
-    fn master_for_keys(&mut self, info: &CommandInfo, req: &Request) -> Result<SocketAddr, Bytes> {
-        let slot = self
-            .slot_of(info, req)
-            .map_err(|e| route_error(&self.proxy, e))?;
-        self.master_for(slot)
-    }
-
-    /// A blocking command, on the client's blocking connection to the node of its keys. Like
-    /// any request it waits for the client's earlier ones unless they went on that same
-    /// connection: a BLPOP on another node must not start before the one in flight ends.
-    fn blocking(&mut self, info: &CommandInfo, req: Request) -> Step {
-        let addr = match self.master_for_keys(info, &req) {
-            Ok(a) => a,
-            Err(e) => return Step::Queue(Pending::Ready(e)),
-        };
-        let same = self.blocking.as_ref().is_some_and(|b| b.addr == addr);
-        if !same {
-            self.lane = Lane::Retired; // a new connection is a new lane, whatever the last one was
-        }
-        if !self.enter_lane(Lane::Blocking) {
-            return Step::Settle(req);
-        }
-        if !same {
-            self.blocking = Some(self.dedicated(addr, true));
-        }
-        let b = self.blocking.as_ref().expect("set above");
-        Step::Queue(Pending::Direct(
-            b.conn.send(None, req.bytes().clone()),
-            addr,
-        ))
-    }
 }
-
-thread_local! {
-    /// An emptied read buffer with room left, parked by the session that emptied it for the
-    /// next session on this thread to read into. With many clients sending one request at a
-    /// time, their requests are read into one allocation in turn instead of one each, and no
-    /// idle client holds a buffer.
-    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
-}
-
-fn take_spare() -> BytesMut {
-    SPARE.take().unwrap_or_default()
-}
-
-/// Parks `buf` for reuse if it has room worth reusing and is small: the room left after a
-/// large request would keep that request's whole allocation alive.
-fn park_spare(buf: BytesMut) {
-    if (1024..=SPARE_MAX).contains(&buf.capacity()) {
-        SPARE.set(Some(buf));
-    }
-}
-
-/// The largest spare read buffer kept per thread.
-const SPARE_MAX: usize = 64 * 1024;
 
 fn unsupported(info: &CommandInfo) -> Bytes {
     reply::error(&format!(
@@ -573,6 +564,7 @@ async fn write_loop(
     proxy: Arc<Proxy>,
     mut write: impl AsyncWrite + Unpin,
     queue: &ReplyQueue<Owed>,
+    entry: &ClientEntry,
 ) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
@@ -606,8 +598,31 @@ async fn write_loop(
                 }
             },
         };
+        // The bytes counted against the client's budget when this reply arrived.
+        let charged = match &reply {
+            Some(Ok(b)) => b.len(),
+            _ => 0,
+        };
+        let (pending, silent) = match pending {
+            Pending::Silent(p) => (*p, true),
+            p => (p, false),
+        };
+        let blocked = matches!(pending, Pending::Blocked(..));
         let (bytes, close) = match pending {
             Pending::Ready(b) => (b, false),
+            Pending::Silent(_) => (Bytes::new(), false), // not nested
+            Pending::Broadcast(b) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (b.finish(&proxy).await, false)
+            }
+            Pending::Wait(w) => {
+                if !out.is_empty() && !flush(&mut write, &mut out).await {
+                    return;
+                }
+                (w.finish(&proxy).await, false)
+            }
             Pending::Close(b) => (b, true),
             Pending::Forward(f, client) => match reply {
                 Some(Ok(b)) if Forward::is_final(&b) => (b, false),
@@ -630,7 +645,7 @@ async fn write_loop(
                 }
                 (f.finish(&proxy, client).await, false)
             }
-            Pending::Direct(mut rx, addr) => {
+            Pending::Direct(mut rx, addr) | Pending::Blocked(mut rx, addr) => {
                 let r = match rx.try_recv() {
                     Ok(r) => r,
                     Err(_) => {
@@ -646,7 +661,16 @@ async fn write_loop(
                 }
             }
         };
+        if blocked {
+            entry
+                .blocked
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let bytes = if silent { Bytes::new() } else { bytes };
         queue.settle_one(); // its reply is in: a request on another lane may go now
+        if let Some(t) = &timed {
+            note_if_slow(&proxy, t, entry);
+        }
         if let Some(m) = &proxy.metrics {
             match timed {
                 Some(t) => m.command_done(t, &bytes),
@@ -664,6 +688,7 @@ async fn write_loop(
         } else {
             out.extend_from_slice(&bytes);
         }
+        queue.release(charged); // written, or copied into the (bounded) batch
         if close {
             let _ = flush(&mut write, &mut out).await;
             let _ = write.shutdown().await;
@@ -676,6 +701,24 @@ async fn write_loop(
     }
 }
 
+/// Records `t`'s request in the proxy's slow log if it took at least `slowlog_slower_than`.
+fn note_if_slow(proxy: &Proxy, t: &Timed, entry: &ClientEntry) {
+    let (Some(limit), Some(req)) = (proxy.config().slowlog_slower_than, t.request()) else {
+        return;
+    };
+    let took = t.elapsed();
+    if took >= limit {
+        let addr = entry.peer.map(|a| a.to_string()).unwrap_or_default();
+        let name = entry
+            .meta()
+            .name
+            .as_deref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        proxy.slowlog().record(req, took, addr, name);
+    }
+}
+
 /// Writes `out` and flushes it through (a no-op for TCP; TLS may hold records back otherwise).
 async fn flush(write: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> bool {
     let ok = write.write_all(out).await.is_ok() && write.flush().await.is_ok();
@@ -684,25 +727,4 @@ async fn flush(write: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> boo
         *out = BytesMut::new();
     }
     ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_small_read_buffers_are_parked() {
-        // The room left after a 1 MB request would pin that request's allocation.
-        park_spare(BytesMut::with_capacity(1 << 20));
-        assert_eq!(take_spare().capacity(), 0);
-        park_spare(BytesMut::with_capacity(512));
-        assert_eq!(
-            take_spare().capacity(),
-            0,
-            "too little room to be worth keeping"
-        );
-        park_spare(BytesMut::with_capacity(4096));
-        assert!(take_spare().capacity() >= 4096);
-        assert_eq!(take_spare().capacity(), 0, "taken once");
-    }
 }

@@ -91,6 +91,18 @@ fn commands(rng: &mut Rng) -> Vec<Vec<String>> {
             group.push(v(&[if rng.next(5) == 0 { "DISCARD" } else { "EXEC" }]));
             group
         }
+        // A transaction whose commands are all keyless (it runs on a connection of its own),
+        // then one on a key: the second must not overtake the first.
+        96 => vec![
+            v(&["MULTI"]),
+            v(&["PING"]),
+            v(&["ECHO", "keyless"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["INCR", "{t}a"]),
+            v(&["EXEC"]),
+            v(&["GET", "{t}a"]),
+        ],
         6..=9 => vec![
             v(&["RPUSH", "{t}l", "x"]),
             v(&["BLPOP", "{t}l", "1"]),
@@ -166,6 +178,138 @@ fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
                 show(&want),
                 show(&got)
             );
+        }
+    }
+}
+
+/// How a reply through the proxy is compared with the standalone Redis's.
+#[derive(Clone, Copy, PartialEq)]
+enum Compare {
+    /// Byte for byte.
+    Exact,
+    /// The same RESP type (a cluster-wide value: ids, addresses, timings, sizes).
+    Kind,
+    /// SCAN: the same cursor and the same keys, in any order.
+    ScanKeys,
+    /// No reply at all (CLIENT REPLY OFF / SKIP).
+    Nothing,
+}
+
+/// Splits a stream of replies into replies.
+fn split_replies(mut bytes: &[u8]) -> Vec<bytes::Bytes> {
+    let mut buf = bytes::BytesMut::from(std::mem::take(&mut bytes));
+    let mut framer = slotproxy::protocol::reply_framer::ReplyFramer::new();
+    let mut out = Vec::new();
+    while let Some(r) = framer.next_reply(&mut buf).expect("valid RESP") {
+        out.push(r);
+    }
+    assert!(buf.is_empty(), "trailing bytes");
+    out
+}
+
+fn scan_keys(reply: &bytes::Bytes) -> (bytes::Bytes, Vec<bytes::Bytes>) {
+    use slotproxy::protocol::reply_framer::split_array;
+    let parts = split_array(reply).expect("SCAN reply");
+    let mut keys = split_array(&parts[1]).expect("keys");
+    keys.sort();
+    (parts[0].clone(), keys)
+}
+
+#[test]
+fn admin_and_introspection_commands_answer_as_a_standalone_redis() {
+    use Compare::*;
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    let script: &[(Compare, &[&str])] = &[
+        (Exact, &["FLUSHALL"]),
+        (Exact, &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        (Exact, &["CONFIG", "GET", "maxmemory-policy"]),
+        (Exact, &["CONFIG", "SET", "no-such-option", "1"]),
+        (Exact, &["CONFIG", "SET", "maxmemory-policy", "sometimes"]),
+        (Exact, &["CONFIG", "RESETSTAT"]),
+        (Exact, &["SET", "a", "12"]),
+        (Exact, &["SET", "b", "x"]),
+        (Exact, &["SET", "c", "y"]),
+        (Exact, &["PEXPIRE", "c", "100000000"]),
+        (Kind, &["MEMORY", "USAGE", "a"]),
+        (Exact, &["OBJECT", "ENCODING", "a"]),
+        (Exact, &["OBJECT", "ENCODING", "b"]),
+        (Exact, &["OBJECT", "FREQ", "a"]),
+        (Exact, &["DBSIZE"]),
+        (Exact, &["INFO", "keyspace"]),
+        (ScanKeys, &["SCAN", "0"]),
+        (ScanKeys, &["SCAN", "00", "MATCH", "[ab]", "COUNT", "100"]),
+        (ScanKeys, &["SCAN", "0", "TYPE", "string"]),
+        (Exact, &["SCAN", "x"]),
+        (Exact, &["SLOWLOG", "RESET"]),
+        (Kind, &["SLOWLOG", "LEN"]),
+        (Kind, &["SLOWLOG", "GET"]),
+        (Kind, &["SLOWLOG", "GET", "-1"]),
+        (Exact, &["LATENCY", "LATEST"]),
+        (Exact, &["LATENCY", "RESET"]),
+        (Exact, &["LATENCY", "HISTORY", "command"]),
+        (Kind, &["LASTSAVE"]),
+        (
+            Exact,
+            &["ACL", "SETUSER", "bob", "on", ">pw", "~*", "+@all"],
+        ),
+        (Kind, &["ACL", "GETUSER", "bob"]),
+        (Exact, &["ACL", "USERS"]),
+        (Exact, &["ACL", "DELUSER", "bob"]),
+        (Exact, &["ACL", "DELUSER", "bob"]),
+        (Exact, &["ACL", "LOG", "RESET"]),
+        (Exact, &["ACL", "LOG"]),
+        (Exact, &["CLIENT", "GETREDIR"]),
+        (Exact, &["CLIENT", "NO-EVICT", "on"]),
+        (Exact, &["CLIENT", "NO-EVICT", "maybe"]),
+        (Exact, &["CLIENT", "PAUSE", "-1"]),
+        (Exact, &["CLIENT", "PAUSE", "10", "FOO"]),
+        (Exact, &["CLIENT", "KILL", "ID", "0"]),
+        (Exact, &["CLIENT", "KILL", "ADDR", "1.2.3.4:5"]),
+        (Exact, &["CLIENT", "LIST", "TYPE", "foo"]),
+        (Exact, &["CLIENT", "LIST", "ID", "x"]),
+        (Kind, &["CLIENT", "LIST", "TYPE", "normal"]),
+        (Kind, &["CLIENT", "INFO"]),
+        (Nothing, &["CLIENT", "REPLY", "SKIP"]),
+        (Nothing, &["SET", "skipped", "1"]),
+        (Exact, &["GET", "skipped"]),
+        (Nothing, &["CLIENT", "REPLY", "OFF"]),
+        (Nothing, &["SET", "quiet", "1"]),
+        (Nothing, &["GET", "quiet"]),
+        (Exact, &["CLIENT", "REPLY", "ON"]),
+        (Exact, &["GET", "quiet"]),
+        (Exact, &["CLIENT", "REPLY", "maybe"]),
+        (Exact, &["HELLO", "+3"]),
+        (Exact, &["HELLO", "03"]),
+        (Exact, &["HELLO", "4"]),
+        (Exact, &["EVAL", "return 1", "00"]),
+        (Kind, &["WAIT", "0", "0"]),
+        (Exact, &["WAIT", "x", "0"]),
+        (Exact, &["WAIT", "0", "-1"]),
+        (Exact, &["WAIT", "0", "y"]),
+        (Exact, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+    ];
+    let mut pipeline = Vec::new();
+    for (_, args) in script {
+        pipeline.extend_from_slice(Request::from_args(args).bytes());
+    }
+    pipeline.extend_from_slice(Request::from_args(&["QUIT"]).bytes());
+    let want = split_replies(&replies(redis.addr, &pipeline));
+    let got = split_replies(&replies(proxy.addr(), &pipeline));
+    assert_eq!(
+        want.len(),
+        got.len(),
+        "reply counts\nredis: {want:?}\nproxy: {got:?}"
+    );
+    let answered = script.iter().filter(|(c, _)| *c != Nothing);
+    for (i, (compare, args)) in answered.enumerate() {
+        let (w, g) = (&want[i], &got[i]);
+        match compare {
+            Exact => assert_eq!(g, w, "{args:?}"),
+            Kind => assert_eq!(g.first(), w.first(), "{args:?}: {g:?} vs {w:?}"),
+            ScanKeys => assert_eq!(scan_keys(g), scan_keys(w), "{args:?}"),
+            Nothing => unreachable!(),
         }
     }
 }

@@ -9,25 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+use support::proxy::http_get;
 use support::{free_port, Cluster, Proxy};
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, "connection refused".into());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
 
 /// The value of one exposed series (`name{labels}`), if present.
 fn exposed(metrics: &str, series: &str) -> Option<f64> {
@@ -242,7 +225,15 @@ fn readyz_and_gauges_follow_what_the_proxy_can_reach() {
     let (_, m) = http_get(metrics, "/metrics");
     assert_eq!(exposed(&m, covered), Some(16384.0));
     assert_eq!(exposed(&m, masters_ok), Some(3.0));
-    assert!(proxy.log().contains("reachable again"));
+    let log = proxy.log();
+    assert!(log.contains("reachable again"));
+    // The WARN names the node's id and role, once per outage, with the repeats counted.
+    assert!(
+        log.contains(", master) unreachable: "),
+        "unreachable WARN without id and role:\n{}",
+        proxy.log_tail(30)
+    );
+    assert!(log.contains("more failures after the first were not logged"));
 }
 
 /// Reads one RESP reply (enough of RESP2 for these tests); `None` on EOF.

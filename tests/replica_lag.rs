@@ -44,6 +44,19 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `replica` has `key` = "v".
+fn wait_until_replicated(cluster: &Cluster, replica: SocketAddr, key: &str) {
+    wait_for(
+        "the replica to have the key",
+        Duration::from_secs(10),
+        || {
+            let mut rc = cluster.client(replica);
+            let _: () = redis::cmd("READONLY").query(&mut rc).unwrap();
+            rc.get::<_, Option<String>>(key).ok().flatten().as_deref() == Some("v")
+        },
+    );
+}
+
 fn config_file(dir: &tempfile::TempDir, extra: &str) -> String {
     let path = dir.path().join("slotproxy.toml");
     std::fs::write(
@@ -92,15 +105,7 @@ fn a_replica_whose_link_is_down_gets_no_reads_until_it_is_back() {
     let mut c = proxy.client();
     let _: () = c.set(key, "v").unwrap();
     // The replica has it, then serves the reads.
-    wait_for(
-        "the replica to have the key",
-        Duration::from_secs(10),
-        || {
-            let mut rc = cluster.client(replica);
-            let _: () = redis::cmd("READONLY").query(&mut rc).unwrap();
-            rc.get::<_, Option<String>>(key).ok().flatten().as_deref() == Some("v")
-        },
-    );
+    wait_until_replicated(&cluster, replica, key);
     let (m, r) = served_by(&mut c, key, master, replica, 20);
     assert_eq!((m, r), (0, 20), "a healthy replica serves the reads");
 
@@ -183,15 +188,7 @@ fn read_your_writes_sends_a_read_after_a_write_to_the_master() {
     // Another client wrote it: this client's reads go to the replica.
     let mut writer = proxy.client();
     let _: () = writer.set(key, "v").unwrap();
-    wait_for(
-        "the replica to have the key",
-        Duration::from_secs(10),
-        || {
-            let mut rc = cluster.client(replica);
-            let _: () = redis::cmd("READONLY").query(&mut rc).unwrap();
-            rc.get::<_, Option<String>>(key).ok().flatten().as_deref() == Some("v")
-        },
-    );
+    wait_until_replicated(&cluster, replica, key);
     let mut reader = proxy.client();
     assert_eq!(served_by(&mut reader, key, master, replica, 5), (0, 5));
     // The writer reads its own write from the master, for the window.

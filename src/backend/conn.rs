@@ -7,6 +7,13 @@
 //! does not come within the command timeout resets the connection and fails every pending job,
 //! so a dead node costs its own callers a bounded wait and nobody else anything.
 //!
+//! Replies are never held back here for a slow client: each is delivered into its client's
+//! reply queue as soon as it is framed, so the other clients on the connection keep flowing.
+//! The memory that costs is bounded where requests are sent, not here: a client's reader sends
+//! only while the bytes it owes (arrived, plus an estimate per request in flight) are under its
+//! cap, so what one connection can deliver to a client is its cap plus its requests in flight
+//! times their reply size (see [`crate::reply_memory`]).
+//!
 //! The task connects lazily, on the first job, and again after any failure.
 //!
 //! Measured per forwarded GET (callgrind, userspace instructions, 1 worker, 2026-12-02): the
@@ -16,9 +23,7 @@
 //! flag, `proxy::Draining`) took them on to 11,934 and 7,047.
 use super::connector::{Connector, NodeStream, Setup};
 use super::jobs::{self, JobReceiver, JobSender};
-use super::{BackendError, ConnEvents};
-use crate::cluster::topology::Role;
-use crate::metrics::NodeStats;
+use super::{BackendError, ConnEvents, NodeObserver, Role};
 use crate::protocol::reply::Proto;
 use crate::protocol::reply_framer::ReplyFramer;
 use bytes::{Bytes, BytesMut};
@@ -259,7 +264,7 @@ async fn serve(
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     match stream {
         // Plain TCP splits into owned halves without a lock between them.
@@ -280,7 +285,7 @@ async fn serve_halves(
     jobs: &mut VecDeque<Job>,
     rx: &mut JobReceiver,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let inflight = Inflight {
         queue: Mutex::new(VecDeque::new()),
@@ -320,7 +325,7 @@ async fn write_loop(
     rx: &mut JobReceiver,
     inflight: &Inflight,
     opts: &ConnOptions,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     let mut owed: Vec<Pending> = Vec::new();
@@ -397,7 +402,7 @@ fn hand_over(inflight: &Inflight, owed: &mut Vec<Pending>) {
 async fn read_loop(
     mut read: impl AsyncRead + Unpin,
     inflight: &Inflight,
-    stats: Option<&NodeStats>,
+    stats: Option<&dyn NodeObserver>,
 ) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
@@ -488,6 +493,12 @@ async fn read_loop(
                 s.observe(p.role, at.saturating_duration_since(p.sent));
             }
             p.reply.send(Ok(reply));
+        }
+        drop(q);
+        if buf.is_empty() && buf.capacity() > 256 * 1024 {
+            // After a large reply the buffer would keep its allocation for the life of the
+            // connection: give it back (memory returns after a burst).
+            buf = BytesMut::with_capacity(16 * 1024);
         }
     }
 }

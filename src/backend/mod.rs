@@ -7,6 +7,33 @@ pub mod control;
 mod jobs;
 pub mod pool;
 
+/// A node's role in the cluster, as the topology last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// What a connection reports about its node per request (metrics implement it), so the backend
+/// layer counts through this small trait instead of importing the metrics types.
+pub trait NodeObserver: Send + Sync {
+    /// The node's role now (read when a batch of requests is written).
+    fn role(&self) -> Role;
+    /// A reply took `took` from write to arrival, on a node of `role`.
+    fn observe(&self, role: Role, took: std::time::Duration);
+    /// A replica's replication lag in bytes (-1: link down or unknown).
+    fn set_replica_lag(&self, _bytes: i64) {}
+}
+
 /// Why a request sent to a node got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -67,10 +94,7 @@ pub trait ConnEvents: Send + Sync + 'static {
     /// logs and health: report on a change of state, not per attempt.
     fn connect_failed(&self, _addr: std::net::SocketAddr, _error: &ConnectError) {}
     /// The request counters of node `addr`, asked for once per connection task (metrics).
-    fn node_stats(
-        &self,
-        _addr: std::net::SocketAddr,
-    ) -> Option<std::sync::Arc<crate::metrics::NodeStats>> {
+    fn node_stats(&self, _addr: std::net::SocketAddr) -> Option<std::sync::Arc<dyn NodeObserver>> {
         None
     }
 }

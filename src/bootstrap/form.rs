@@ -251,8 +251,20 @@ fn apply(
         progress.step("giving each node a distinct config epoch (CLUSTER SET-CONFIG-EPOCH)");
         for (pos, epoch) in &plan.epochs {
             let node = &mut nodes[*pos];
-            node.call(&["CLUSTER", "SET-CONFIG-EPOCH", &epoch.to_string()])?;
-            progress.detail(&format!("{}: epoch {epoch}", node.addr()));
+            let epoch_arg = epoch.to_string();
+            let args = ["CLUSTER", "SET-CONFIG-EPOCH", epoch_arg.as_str()];
+            let addr = node.addr();
+            match node.client.call_checked(&args) {
+                Ok(_) => progress.detail(&format!("{addr}: epoch {epoch}")),
+                // A half-formed cluster: the node was met by another after the inspection (the
+                // handshake finishes on its own). Redis only takes an epoch from a node that
+                // knows no other; it gives colliding masters distinct epochs by itself.
+                Err(NodeError::Redis(e)) if e.contains("does not know any other node") => progress
+                    .detail(&format!(
+                        "{addr}: already knows another node; its epoch is left to the cluster"
+                    )),
+                Err(source) => return Err(command_error(addr, &args, source)),
+            }
         }
     }
     if !plan.meet.is_empty() {

@@ -318,12 +318,9 @@ fn read_line(r: &mut impl BufRead) -> Result<Vec<u8>, NodeError> {
 }
 
 fn parse_int(digits: &[u8]) -> Result<i64, NodeError> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            NodeError::Protocol(format!("bad integer {:?}", String::from_utf8_lossy(digits)))
-        })
+    crate::protocol::framer::parse_int(digits).ok_or_else(|| {
+        NodeError::Protocol(format!("bad integer {:?}", String::from_utf8_lossy(digits)))
+    })
 }
 
 /// Parses `INFO` text (`field:value` lines, `# Section` headers) into a map.

@@ -39,79 +39,7 @@ impl View {
     }
 }
 
-/// Why a refresh ran (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Startup,
-    Timer,
-    Moved,
-    ConnError,
-    ClusterDown,
-    /// Another worker's refresher stored a changed view.
-    Peer,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 6] = [
-        Trigger::Startup,
-        Trigger::Timer,
-        Trigger::Moved,
-        Trigger::ConnError,
-        Trigger::ClusterDown,
-        Trigger::Peer,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Timer => "timer",
-            Trigger::Moved => "moved",
-            Trigger::ConnError => "conn_error",
-            Trigger::ClusterDown => "clusterdown",
-            Trigger::Peer => "peer",
-        }
-    }
-}
-
-/// What happened to one refresh (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new view was stored.
-    Updated,
-    /// The cluster looked the same; nothing stored.
-    Unchanged,
-    /// Only views older than the current one were found.
-    Stale,
-    /// No node answered.
-    Failed,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Updated,
-        Outcome::Unchanged,
-        Outcome::Stale,
-        Outcome::Failed,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Updated => "updated",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Stale => "stale",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
-/// Observes refreshes (metrics); the default does nothing.
-pub trait RefreshObserver: Send + Sync + 'static {
-    fn refreshed(&self, _trigger: Trigger, _outcome: Outcome, _took: Duration, _view: &View) {}
-    /// A control query (`CLUSTER NODES`) to `addr` could not be made: counted like a failed
-    /// backend connection, so a node that refuses the proxy shows before any topology exists.
-    fn control_failed(&self, _addr: SocketAddr, _error: crate::backend::BackendError) {}
-}
-
-pub struct NoObserver;
-impl RefreshObserver for NoObserver {}
+pub use super::refresh_events::{NoObserver, Outcome, RefreshObserver, Trigger};
 
 /// Timing knobs.
 #[derive(Debug, Clone, Copy)]
@@ -386,113 +314,41 @@ impl Refresher {
     pub async fn refresh(&self, trigger: Trigger) -> Outcome {
         let started = Instant::now();
         let current = self.view.load_full();
-        let mut seeds: Vec<SocketAddr> = Vec::new();
-        for seed in &self.seeds() {
-            if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
-                seeds.extend(addrs);
-            }
-        }
+        let t = &current.topology;
         let unreachable = self.recently_unreachable();
-        let fast = poll::fast(&current.topology, self.signals());
-        let candidates = poll::candidates(&current.topology, &seeds, &unreachable);
-
-        let mut outcome = Outcome::Failed;
+        let fast = poll::fast(t, self.signals());
         // Why this round reached no node; a refusal (credentials, TLS) says more than a node
         // that is down, so it is kept over later errors.
         let mut failure: Option<(bool, String)> = None;
-        for batch in candidates.chunks(poll::fanout(fast)) {
-            let mut views: Vec<(SocketAddr, Topology)> = Vec::with_capacity(batch.len());
-            for (addr, fetched) in self.fetch_all(batch).await {
-                match fetched {
-                    Ok(t) => views.push((addr, t)),
-                    Err(Some(e)) => {
-                        self.observer.control_failed(addr, e.kind());
-                        let refused = matches!(
-                            e,
-                            crate::backend::ConnectError::Auth(_)
-                                | crate::backend::ConnectError::Tls(_)
-                        );
-                        if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
-                            failure = Some((refused, format!("node {addr}: {e}")));
-                        }
-                    }
-                    Err(None) => {}
-                }
-            }
-            let fetched: Vec<&Topology> = views.iter().map(|(_, t)| t).collect();
-            let (addr, topology) = match poll::pick(&current.topology, &fetched) {
-                Pick::Nothing => continue,
-                Pick::Stale => {
-                    outcome = Outcome::Stale;
-                    continue;
-                }
-                Pick::View(i) => views.swap_remove(i),
-            };
-            self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
-            if topology.same_layout(&current.topology) {
-                outcome = Outcome::Unchanged;
-                break;
-            }
-            let backends = topology
-                .nodes()
-                .iter()
-                .map(|n| self.pool.node(n.addr))
+        // The seeds are resolved (DNS, under a deadline) only when no known node answers: a
+        // refresh of a healthy cluster does no lookups.
+        let known = !t.nodes().is_empty();
+        let first = match known {
+            true => poll::candidates(t, &[], &unreachable),
+            false => poll::candidates(t, &self.resolve_seeds().await, &unreachable),
+        };
+        let mut found = self.ask(&first, t, fast, &mut failure).await;
+        if known && matches!(found, Err(Outcome::Failed)) {
+            let rest: Vec<SocketAddr> = self
+                .resolve_seeds()
+                .await
+                .into_iter()
+                .filter(|a| !first.contains(a))
                 .collect();
-            let view = View { topology, backends };
-            for (addr, id, slots) in poll::orphaned(&current.topology, &view.topology) {
-                tracing::warn!(
-                    "master {addr} ({id}) failed: {slots} slots have no master until a replica is promoted"
-                );
-            }
-            // Handovers are judged against the last view that covered at least as much, so a
-            // promotion after an uncovered spell is still seen as the failover it is.
-            let reference = {
-                let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
-                let before = r.clone().unwrap_or_else(|| current.clone());
-                if view.topology.slots_covered() >= before.topology.slots_covered() {
-                    *r = None; // replaced below, once the view is stored
-                }
-                before
-            };
-            for h in poll::handovers(&reference.topology, &view.topology) {
-                if h.failover {
-                    tracing::warn!(
-                        "failover: master {} ({}) replaced by {} ({}) for {} slots",
-                        h.from,
-                        h.from_id,
-                        h.to,
-                        h.to_id,
-                        h.slots
-                    );
-                } else {
-                    tracing::info!("{} slots moved from {} to {}", h.slots, h.from, h.to);
-                }
-            }
-            tracing::info!(
-                trigger = trigger.as_str(),
-                epoch = view.topology.epoch(),
-                nodes = view.topology.nodes().len(),
-                slots = view.topology.slots_covered(),
-                "topology updated from {addr}"
-            );
-            // Nodes the cluster no longer lists lose their pooled connections (once no request
-            // in flight holds them); failed nodes are still listed, so they are kept.
-            self.pool.retain(|a| view.topology.node_at(*a).is_some());
-            let view = Arc::new(view);
-            {
-                let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
-                if r.is_none() {
-                    *r = Some(view.clone());
-                }
-            }
-            self.view.store(view);
-            self.changed.send_modify(|v| *v += 1);
-            outcome = Outcome::Updated;
-            if self.node_timeout().is_none() {
-                self.learn_node_timeout(addr).await;
-            }
-            break;
+            found = self.ask(&rest, t, fast, &mut failure).await;
         }
+        let outcome = match found {
+            Err(outcome) => outcome,
+            Ok((addr, topology)) => {
+                self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
+                if topology.same_layout(t) {
+                    Outcome::Unchanged
+                } else {
+                    self.install(&current, topology, addr, trigger).await;
+                    Outcome::Updated
+                }
+            }
+        };
         let failure = if outcome == Outcome::Failed {
             Some(failure.unwrap_or_else(|| (false, "no node to ask".to_string())))
         } else {
@@ -517,6 +373,131 @@ impl Refresher {
         self.observer
             .refreshed(trigger, outcome, started.elapsed(), &self.view.load());
         outcome
+    }
+
+    /// Asks `candidates` in batches (several at once while degraded) until one batch yields a
+    /// view no older than `current`; `Err` says why none did (no answer, or only stale views).
+    async fn ask(
+        &self,
+        candidates: &[SocketAddr],
+        current: &Topology,
+        fast: bool,
+        failure: &mut Option<(bool, String)>,
+    ) -> Result<(SocketAddr, Topology), Outcome> {
+        let mut outcome = Outcome::Failed;
+        for batch in candidates.chunks(poll::fanout(fast)) {
+            let mut views: Vec<(SocketAddr, Topology)> = Vec::with_capacity(batch.len());
+            for (addr, fetched) in self.fetch_all(batch).await {
+                match fetched {
+                    Ok(t) => views.push((addr, t)),
+                    Err(Some(e)) => {
+                        self.observer.control_failed(addr, e.kind());
+                        let refused = matches!(
+                            e,
+                            crate::backend::ConnectError::Auth(_)
+                                | crate::backend::ConnectError::Tls(_)
+                        );
+                        if refused || failure.as_ref().is_none_or(|(r, _)| !r) {
+                            *failure = Some((refused, format!("node {addr}: {e}")));
+                        }
+                    }
+                    Err(None) => {}
+                }
+            }
+            let fetched: Vec<&Topology> = views.iter().map(|(_, t)| t).collect();
+            match poll::pick(current, &fetched) {
+                Pick::Nothing => {}
+                Pick::Stale => outcome = Outcome::Stale,
+                Pick::View(i) => return Ok(views.swap_remove(i)),
+            }
+        }
+        Err(outcome)
+    }
+
+    /// The configured seeds' addresses; each lookup gets the query timeout.
+    async fn resolve_seeds(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for seed in &self.seeds() {
+            match tokio::time::timeout(
+                self.opts.query_timeout,
+                tokio::net::lookup_host(seed.as_str()),
+            )
+            .await
+            {
+                Ok(Ok(addrs)) => out.extend(addrs),
+                Ok(Err(e)) => tracing::debug!("seed {seed}: {e}"),
+                Err(_) => tracing::debug!("seed {seed}: lookup timed out"),
+            }
+        }
+        out
+    }
+
+    /// Stores `topology` (fetched from `addr`) as the new view, with the log lines an operator
+    /// acts on (a master failed, a failover, slots moved).
+    async fn install(
+        &self,
+        current: &Arc<View>,
+        topology: Topology,
+        addr: SocketAddr,
+        trigger: Trigger,
+    ) {
+        let backends = topology
+            .nodes()
+            .iter()
+            .map(|n| self.pool.node(n.addr))
+            .collect();
+        let view = View { topology, backends };
+        for (addr, id, slots) in poll::orphaned(&current.topology, &view.topology) {
+            tracing::warn!(
+                "master {addr} ({id}) failed: {slots} slots have no master until a replica is promoted"
+            );
+        }
+        // Handovers are judged against the last view that covered at least as much, so a
+        // promotion after an uncovered spell is still seen as the failover it is.
+        let reference = {
+            let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
+            let before = r.clone().unwrap_or_else(|| current.clone());
+            if view.topology.slots_covered() >= before.topology.slots_covered() {
+                *r = None; // replaced below, once the view is stored
+            }
+            before
+        };
+        for h in poll::handovers(&reference.topology, &view.topology) {
+            if h.failover {
+                tracing::warn!(
+                    "failover: master {} ({}) replaced by {} ({}) for {} slots",
+                    h.from,
+                    h.from_id,
+                    h.to,
+                    h.to_id,
+                    h.slots
+                );
+            } else {
+                tracing::info!("{} slots moved from {} to {}", h.slots, h.from, h.to);
+            }
+        }
+        tracing::info!(
+            trigger = trigger.as_str(),
+            epoch = view.topology.epoch(),
+            nodes = view.topology.nodes().len(),
+            slots = view.topology.slots_covered(),
+            "topology updated from {addr}"
+        );
+        // Nodes the cluster no longer lists lose their pooled connections (once no request
+        // in flight holds them); failed nodes are still listed, so they are kept.
+        self.pool.retain(|a| view.topology.node_at(*a).is_some());
+        let view = Arc::new(view);
+        {
+            let mut r = self.reference.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = Some(view.clone());
+            }
+        }
+        self.view.store(view);
+        self.changed.send_modify(|v| *v += 1);
+        if self.node_timeout().is_none() {
+            self.learn_node_timeout(addr).await;
+        }
     }
 
     /// `CLUSTER NODES` from every node of `batch`, at once when there are several. Once one

@@ -14,7 +14,6 @@ use super::refresher::Refresher;
 use crate::backend::control;
 use crate::cluster::topology::Role;
 use crate::config::Config;
-use crate::router::ReadFrom;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,7 +75,7 @@ pub fn judge(
 pub async fn run(refresher: Arc<Refresher>, config: Arc<ArcSwap<Config>>) {
     loop {
         let c = config.load_full();
-        if c.read_from != ReadFrom::Master {
+        if c.replica_reads() {
             poll_once(&refresher, c.replica_max_lag_bytes, c.connect_timeout).await;
         }
         tokio::time::sleep(c.refresh_interval).await;

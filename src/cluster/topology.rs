@@ -7,20 +7,9 @@ use std::net::SocketAddr;
 /// Marks a slot no master serves in the dense slot table.
 const NO_NODE: u16 = u16::MAX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Master,
-    Replica,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Master => "master",
-            Role::Replica => "replica",
-        }
-    }
-}
+/// A node's role; defined beside the connections (which time requests by it) so that the
+/// backend layer does not depend on the cluster layer.
+pub use crate::backend::Role;
 
 /// One node as `CLUSTER NODES` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! How the replies of a request's parts (one per slot, or one per master) become the client's
 //! one reply: MGET's values put back in the client's key order, sums, concatenations, sets,
 //! per-channel counts.
-use super::Split;
+use super::{logs, Split};
 use crate::forward::Client;
 use crate::protocol::command::AllMastersReply;
+use crate::protocol::framer::Request;
 use crate::protocol::reply::{self, parse_integer, put_array_header, put_map_header, Proto};
 use crate::protocol::reply_framer::split_array;
 use bytes::{Bytes, BytesMut};
@@ -12,7 +13,10 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug)]
 pub enum Merge {
     /// MGET: part i's reply holds the values of `split`'s part i's keys.
-    Mget { split: Split, total: usize },
+    Mget {
+        split: Split,
+        total: usize,
+    },
     /// Every part must answer `+OK` (MSET, FLUSHALL, SCRIPT FLUSH, ...).
     AllOk,
     /// Integer replies summed (DEL, EXISTS, DBSIZE, ...).
@@ -33,12 +37,46 @@ pub enum Merge {
     /// counts summed; an array or a map as the nodes answered (Redis 7.0's PUBSUB NUMSUB is an
     /// array even in RESP3).
     SumPerChannel,
+    /// Every part succeeded: the first reply (BGSAVE, SAVE, BGREWRITEAOF).
+    First,
+    /// The smallest integer (LASTSAVE).
+    Min,
+    /// SLOWLOG GET, at most this many entries (the proxy's own slow log is one more reply).
+    Slowlog(usize),
+    /// SLOWLOG LEN: summed (the proxy's own count is one more reply).
+    SlowlogLen,
+    /// SLOWLOG RESET: every master `+OK` (the proxy's own log is cleared beside).
+    SlowlogReset,
+    LatencyLatest,
+    LatencyHistory,
+    /// ACL LOG, at most this many entries.
+    AclLog(usize),
+}
+
+impl Merge {
+    /// How the replies of `req`, sent to every master, merge (`policy` is its command's).
+    pub fn for_request(policy: AllMastersReply, req: &Request) -> Merge {
+        let arg2 = (req.argc() > 2).then(|| req.arg(2));
+        match policy {
+            AllMastersReply::Slowlog => Merge::Slowlog(logs::count_arg(arg2, 10)),
+            AllMastersReply::AclLog => Merge::AclLog(logs::count_arg(arg2, 10)),
+            p => Merge::from(p),
+        }
+    }
 }
 
 impl From<AllMastersReply> for Merge {
     fn from(policy: AllMastersReply) -> Merge {
         match policy {
+            AllMastersReply::AllSucceed => Merge::First,
+            AllMastersReply::Min => Merge::Min,
+            AllMastersReply::Slowlog => Merge::Slowlog(10),
+            AllMastersReply::LatencyLatest => Merge::LatencyLatest,
+            AllMastersReply::LatencyHistory => Merge::LatencyHistory,
+            AllMastersReply::AclLog => Merge::AclLog(10),
             AllMastersReply::Sum => Merge::SumInts,
+            AllMastersReply::SlowlogLen => Merge::SlowlogLen,
+            AllMastersReply::SlowlogReset => Merge::SlowlogReset,
             AllMastersReply::Concat => Merge::Concat,
             AllMastersReply::AllOk => Merge::AllOk,
             AllMastersReply::FirstNonNull => Merge::FirstNonNull,
@@ -53,6 +91,25 @@ impl From<AllMastersReply> for Merge {
 pub(super) fn merge(merge: Merge, replies: Vec<Bytes>, client: Client) -> Bytes {
     let unexpected = || reply::error("ERR slotproxy: unexpected reply from a node while merging");
     match merge {
+        Merge::First => replies.into_iter().next().unwrap_or_else(unexpected),
+        Merge::Min => match replies
+            .iter()
+            .map(|r| parse_integer(r))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(v) => v
+                .into_iter()
+                .min()
+                .map(reply::integer)
+                .unwrap_or_else(unexpected),
+            None => unexpected(),
+        },
+        Merge::Slowlog(count) => logs::slowlog(&replies, count),
+        Merge::SlowlogLen => self::merge(Merge::SumInts, replies, client),
+        Merge::SlowlogReset => self::merge(Merge::AllOk, replies, client),
+        Merge::LatencyLatest => logs::latency_latest(&replies),
+        Merge::LatencyHistory => logs::latency_history(&replies),
+        Merge::AclLog(count) => logs::acl_log(&replies, count),
         Merge::Mget { split, total } => {
             let mut slots: Vec<Option<Bytes>> = vec![None; total];
             for (reply, part) in replies.iter().zip(split.parts()) {

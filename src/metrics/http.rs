@@ -5,7 +5,7 @@
 //! bounded request head read under a deadline, 400/404/405/431 for everything else. A full
 //! HTTP stack would cost more compile time than these three routes are worth.
 use super::Metrics;
-use crate::proxy::Proxy;
+use super::ScrapeSource;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +35,7 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `listener` until the process ends.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, source: Arc<dyn ScrapeSource>, metrics: Arc<Metrics>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -49,9 +49,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, metrics: Arc<Metric
                 continue;
             }
         };
-        let (proxy, metrics) = (proxy.clone(), metrics.clone());
+        let (source, metrics) = (source.clone(), metrics.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IO_TIMEOUT, answer(stream, &proxy, &metrics)).await;
+            let _ =
+                tokio::time::timeout(IO_TIMEOUT, answer(stream, source.as_ref(), &metrics)).await;
             drop(permit);
         });
     }
@@ -74,9 +75,13 @@ fn text(status: &'static str, body: &str) -> Response {
     }
 }
 
-async fn answer(mut stream: TcpStream, proxy: &Proxy, metrics: &Metrics) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    source: &dyn ScrapeSource,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let response = match read_head(&mut stream).await? {
-        Head::Complete(head) => route(&head, proxy, metrics),
+        Head::Complete(head) => route(&head, source, metrics),
         Head::TooLarge => text(
             "431 Request Header Fields Too Large",
             "request head too large\n",
@@ -140,7 +145,7 @@ fn find_end(buf: &[u8]) -> Option<usize> {
     (0..buf.len()).find(|&i| buf[i..].starts_with(b"\r\n\r\n") || buf[i..].starts_with(b"\n\n"))
 }
 
-fn route(head: &str, proxy: &Proxy, metrics: &Metrics) -> Response {
+fn route(head: &str, source: &dyn ScrapeSource, metrics: &Metrics) -> Response {
     let line = head.lines().next().unwrap_or("");
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -169,10 +174,10 @@ fn route(head: &str, proxy: &Proxy, metrics: &Metrics) -> Response {
             status: "200 OK",
             content_type: METRICS_TYPE,
             extra: "",
-            body: metrics.render(proxy),
+            body: metrics.render(source),
         },
         "/healthz" => text("200 OK", "ok\n"),
-        _ => match proxy.health.report(&proxy.config()).ready() {
+        _ => match source.health().ready() {
             Ok(()) => text("200 OK", "ready\n"),
             Err(why) => text("503 Service Unavailable", &format!("not ready: {why}\n")),
         },

@@ -25,7 +25,6 @@ use crate::backend::{BackendError, ConnEvents};
 use crate::cluster::refresher::{Outcome, RefreshObserver, Trigger, View};
 use crate::cluster::topology::Role;
 use crate::protocol::command::{CommandId, CommandTable};
-use crate::proxy::Proxy;
 use crate::redirect::RetryReason;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -37,6 +36,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What a scrape reads from the running proxy beside the counters: the gauges that are read
+/// rather than counted, and readiness. The proxy implements it, so metrics does not depend on
+/// the proxy's type (nor the proxy's modules on metrics' internals).
+pub trait ScrapeSource: Send + Sync {
+    fn connected_clients(&self) -> usize;
+    /// Unix time of the last topology refresh that reached a node (0 = never).
+    fn last_refresh_unix(&self) -> u64;
+    /// What health sees now, over every worker.
+    fn health(&self) -> crate::health::Report;
+}
 
 /// Buckets, in seconds, for topology refreshes (one or more `CLUSTER NODES` round trips).
 const REFRESH_BUCKETS: &[f64] = &[
@@ -336,14 +346,13 @@ impl Metrics {
     // ---- scraping ----
 
     /// The metrics in the Prometheus text format, with the gauges that are read rather than
-    /// counted (clients, topology) brought up to date from `proxy` first.
-    pub fn render(&self, proxy: &Proxy) -> Vec<u8> {
+    /// counted (clients, topology) brought up to date from `source` first.
+    pub fn render(&self, source: &dyn ScrapeSource) -> Vec<u8> {
         self.client_connections
-            .set(proxy.connected_clients() as i64);
-        self.last_refresh
-            .set(proxy.refresher.last_success_unix() as i64);
+            .set(source.connected_clients() as i64);
+        self.last_refresh.set(source.last_refresh_unix() as i64);
         // Coverage and node states as health sees them: what every worker can reach now.
-        let report = proxy.health.report(&proxy.config());
+        let report = source.health();
         self.slots_covered.set(report.slots_reachable as i64);
         self.config_epoch.set(report.epoch as i64);
         for (gauges, counts) in self.cluster_nodes.iter().zip(report.nodes) {
@@ -467,7 +476,7 @@ impl ConnEvents for Events {
         self.next.connect_failed(addr, error);
     }
 
-    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<NodeStats>> {
+    fn node_stats(&self, addr: SocketAddr) -> Option<Arc<dyn crate::backend::NodeObserver>> {
         Some(self.metrics.node(addr))
     }
 }

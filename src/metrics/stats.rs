@@ -26,6 +26,8 @@ pub(super) fn in_flight() -> i64 {
 pub struct Timed {
     started: Instant,
     command: CommandId,
+    /// The request's raw bytes, kept only while the proxy's slow log is on (for its entry).
+    request: Option<bytes::Bytes>,
 }
 
 impl Timed {
@@ -37,6 +39,7 @@ impl Timed {
         Timed {
             started: read_at,
             command: CommandId::UNKNOWN,
+            request: None,
         }
     }
 
@@ -50,7 +53,19 @@ impl Timed {
         self.command
     }
 
-    pub(super) fn elapsed(&self) -> Duration {
+    /// Keeps the request's bytes, for a slow-log entry if it turns out slow.
+    #[inline]
+    pub fn keep_request(&mut self, request: bytes::Bytes) {
+        self.request = Some(request);
+    }
+
+    /// The request's bytes, when kept.
+    pub fn request(&self) -> Option<&bytes::Bytes> {
+        self.request.as_ref()
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 }
@@ -255,32 +270,8 @@ impl NodeStats {
         }
     }
 
-    /// The node's role now (read when a request is written).
-    #[inline]
-    pub fn role(&self) -> Role {
-        match self.role.load(Ordering::Relaxed) {
-            0 => Role::Master,
-            _ => Role::Replica,
-        }
-    }
-
-    /// A replica's replication lag behind its master, in bytes (-1: link down or unknown).
-    pub fn set_replica_lag(&self, bytes: i64) {
-        self.replica_lag
-            .get_or_init(|| self.lag_vec.with_label_values(&[self.label.as_str()]))
-            .set(bytes);
-    }
-
     pub(super) fn set_role(&self, role: Role) {
         self.role.store(role as u8, Ordering::Relaxed);
-    }
-
-    /// A request written while the node had `role` was answered after `took`.
-    #[inline]
-    pub fn observe(&self, role: Role, took: Duration) {
-        self.by_role[role as usize]
-            .get_or_init(ShardedHistogram::default)
-            .observe(took);
     }
 
     /// The node label, and per role seen, what its histogram holds.
@@ -310,5 +301,31 @@ impl NodeStats {
             BackendError::Tls => 4,
         };
         self.errors[i].inc();
+    }
+}
+
+impl crate::backend::NodeObserver for NodeStats {
+    /// The node's role now (read when a batch of requests is written).
+    #[inline]
+    fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            0 => Role::Master,
+            _ => Role::Replica,
+        }
+    }
+
+    /// A request written while the node had `role` was answered after `took`.
+    #[inline]
+    fn observe(&self, role: Role, took: Duration) {
+        self.by_role[role as usize]
+            .get_or_init(ShardedHistogram::default)
+            .observe(took);
+    }
+
+    /// A replica's replication lag behind its master, in bytes (-1: link down or unknown).
+    fn set_replica_lag(&self, bytes: i64) {
+        self.replica_lag
+            .get_or_init(|| self.lag_vec.with_label_values(&[self.label.as_str()]))
+            .set(bytes);
     }
 }

@@ -1,8 +1,10 @@
 use super::*;
 use crate::backend::NoEvents;
+use crate::backend::NodeObserver;
 use crate::cluster::refresher::NoObserver;
 use crate::cluster::topology::Topology;
 use crate::config::Config;
+use crate::proxy::Proxy;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -129,7 +131,7 @@ fn nodes_retries_and_refreshes() {
     let b: SocketAddr = "127.0.0.1:7002".parse().expect("addr");
     let stats = events.node_stats(a).expect("metrics give node stats");
     assert!(
-        Arc::ptr_eq(&stats, &m.node(a)),
+        std::ptr::addr_eq(Arc::as_ptr(&stats), Arc::as_ptr(&m.node(a))),
         "resolved once, then shared"
     );
     events.connected(a, true);

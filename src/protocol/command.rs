@@ -28,6 +28,13 @@ use super::framer::Request;
 use super::keyspec::{self, frame_bytes, string_list, KeyFinder, KeySpec};
 use crate::auth::{self, Requires};
 
+mod handling;
+use handling::classify;
+pub use handling::{
+    AllMastersReply, AllNodesReply, ClientCommand, Handling, LocalCommand, SplitKind, SubscribeAt,
+    TxCommand,
+};
+
 /// Dense index of a command in its table (stable for the table's life); used for metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommandId(pub u16);
@@ -38,102 +45,6 @@ impl CommandId {
     /// [`Handling::Forward`], so the node answers `-ERR unknown command` exactly as Redis
     /// does); it is not part of [`CommandTable::ids`].
     pub const UNKNOWN: CommandId = CommandId(u16::MAX);
-}
-
-/// How a multi-key command is split per slot and its replies merged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitKind {
-    /// MGET: one key per part, replies are arrays merged back in key order.
-    Mget,
-    /// MSET: key/value pairs, replies are all `+OK`.
-    Mset,
-    /// DEL, UNLINK, EXISTS, TOUCH: integer replies summed.
-    SumInts,
-}
-
-/// How the replies of a command sent to every master become the client's one reply (in the
-/// spirit of redis-rs's `ResponsePolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllMastersReply {
-    /// Integers summed: DBSIZE, PUBSUB NUMPAT.
-    Sum,
-    /// Arrays concatenated: KEYS.
-    Concat,
-    /// Every master must answer `+OK`: FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION DELETE/FLUSH/
-    /// RESTORE.
-    AllOk,
-    /// The first non-null reply: RANDOMKEY.
-    FirstNonNull,
-    /// Every master answers the same; that answer: SCRIPT LOAD, FUNCTION LOAD.
-    Same,
-    /// Arrays of 0/1 and-ed element by element: SCRIPT EXISTS.
-    AndInts,
-    /// Arrays merged as a set, without duplicates, in order of first appearance: PUBSUB
-    /// CHANNELS, PUBSUB SHARDCHANNELS.
-    Union,
-    /// `channel, count` pairs (an array in RESP2, a map in RESP3) in the order asked, counts
-    /// summed per channel: PUBSUB NUMSUB, PUBSUB SHARDNUMSUB.
-    SumPerChannel,
-}
-
-/// Which node a client's subscription connection is opened to, decided by the command that
-/// opens it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscribeAt {
-    /// SUBSCRIBE: the master owning the slot of the first channel, where PUBLISH to that
-    /// channel goes too, so PUBLISH's reply counts this subscriber.
-    ChannelSlot,
-    /// SSUBSCRIBE: the master owning the shard channels' slot (one slot for all of them).
-    ShardSlot,
-    /// PSUBSCRIBE (a pattern has no slot), the UN- forms and MONITOR: any master, by spread.
-    AnyMaster,
-}
-
-/// What the proxy does with a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handling {
-    /// Forwarded to the node owning its keys' slot (any master when it has no key). Also the
-    /// handling of keyless introspection (CONFIG GET, SLOWLOG, LATENCY, MEMORY STATS, TIME,
-    /// ROLE, PUBSUB HELP ...), which then shows one master's view, and of a container with an
-    /// unknown subcommand (`CONFIG FOO`), so the node answers the error as Redis words it.
-    Forward,
-    /// PUBLISH: forwarded to the master owning the slot of its channel (`argv[1]`, hashed like
-    /// a key). Redis Cluster delivers a message everywhere whichever node gets it, but only one
-    /// node per channel keeps one publisher's messages in order, and PUBLISH's reply counts
-    /// the subscribers of that node, where SUBSCRIBE puts them ([`SubscribeAt::ChannelSlot`]).
-    /// The channel is not a key: in a transaction PUBLISH does not choose the node.
-    ByChannel,
-    /// Split across slots when its keys span several, replies merged.
-    Split(SplitKind),
-    /// Answered by the proxy itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT (every
-    /// subcommand), COMMAND (every subcommand), INFO, RESET, READONLY, READWRITE, ACL WHOAMI
-    /// (the client's user, not the proxy's user on the node).
-    Local,
-    /// Sent to every master and the replies merged as said: DBSIZE, KEYS, FLUSHALL, FLUSHDB,
-    /// RANDOMKEY, SCRIPT LOAD/FLUSH/EXISTS, FUNCTION LOAD/DELETE/FLUSH/RESTORE (a library
-    /// must exist on every master for FCALL to work on any key, as with SCRIPT LOAD; every
-    /// master answers the same reply), PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARDCHANNELS/SHARDNUMSUB
-    /// (each node counts only its own subscribers).
-    AllMasters(AllMastersReply),
-    /// SCAN: every master in turn, the client's cursor saying which.
-    Scan,
-    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: need a connection pinned to one node.
-    Transaction,
-    /// Commands that may block the connection: those with the server's `blocking` flag (BLPOP,
-    /// BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD, XREADGROUP) and
-    /// WAIT (which lacks the flag). They need a dedicated connection; whether one request
-    /// really blocks is [`CommandTable::may_block`].
-    Blocking,
-    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms, MONITOR: a dedicated connection,
-    /// opened where the first such command says.
-    PubSub(SubscribeAt),
-    /// No sensible meaning through a proxy: refused with an error naming the command.
-    /// CLUSTER (every subcommand), ASKING, RESTORE-ASKING, SWAPDB, MOVE, SHUTDOWN, FAILOVER,
-    /// REPLICAOF, SLAVEOF, SYNC, PSYNC, REPLCONF, DEBUG, SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE;
-    /// and node administration that would silently reach one arbitrary master: CONFIG
-    /// SET/REWRITE/RESETSTAT, ACL SETUSER/DELUSER/SAVE/LOAD, MODULE LOAD/LOADEX/UNLOAD,
-    /// SCRIPT KILL/DEBUG, FUNCTION KILL (the proxy cannot tell which node runs the script).
-    Unsupported,
 }
 
 /// One command (or subcommand, named `container|sub` as Redis 7 does).
@@ -149,6 +60,11 @@ pub struct CommandInfo {
     /// Flag `write`.
     pub write: bool,
     pub handling: Handling,
+    /// Node administration that `admin_commands = "deny"` refuses (CONFIG SET, ACL SETUSER,
+    /// CLIENT KILL, FLUSHALL, ...).
+    pub admin: bool,
+    /// Held by `CLIENT PAUSE ms WRITE`.
+    pub pauses_on_write: bool,
     /// What a client must be to run it (logged in, full access), from its flags and ACL
     /// categories; see [`crate::auth::requirement`].
     pub requires: Requires,
@@ -548,6 +464,8 @@ fn parse_entry(frame: &OwnedFrame, top_level: bool) -> Result<Parsed, CommandTab
         readonly: has("readonly"),
         write: has("write"),
         handling: classify(&name, has("blocking")),
+        admin: handling::is_admin(&name),
+        pauses_on_write: handling::pauses_on_write(&name, has("write")),
         requires,
         first_key,
         last_key: int(4)?,
@@ -564,51 +482,6 @@ fn parse_entry(frame: &OwnedFrame, top_level: bool) -> Result<Parsed, CommandTab
     Ok(Parsed { info, subs })
 }
 
-/// The proxy's handling of command `name` (`container|sub` for subcommands); see [`Handling`]
-/// for the reasons behind each group.
-fn classify(name: &str, blocking: bool) -> Handling {
-    use Handling::*;
-    match name.split('|').next().unwrap_or(name) {
-        "client" | "command" => return Local,
-        "cluster" => return Unsupported,
-        _ => {}
-    }
-    match name {
-        "mget" => Split(SplitKind::Mget),
-        "mset" => Split(SplitKind::Mset),
-        "del" | "unlink" | "exists" | "touch" => Split(SplitKind::SumInts),
-        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "info" | "reset" | "readonly"
-        | "readwrite" | "acl|whoami" => Local,
-        "dbsize" | "pubsub|numpat" => AllMasters(AllMastersReply::Sum),
-        "keys" => AllMasters(AllMastersReply::Concat),
-        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush"
-        | "function|restore" => AllMasters(AllMastersReply::AllOk),
-        "randomkey" => AllMasters(AllMastersReply::FirstNonNull),
-        "script|load" | "function|load" => AllMasters(AllMastersReply::Same),
-        "script|exists" => AllMasters(AllMastersReply::AndInts),
-        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(AllMastersReply::Union),
-        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(AllMastersReply::SumPerChannel),
-        "scan" => Scan,
-        "publish" => ByChannel,
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => Transaction,
-        "subscribe" => PubSub(SubscribeAt::ChannelSlot),
-        "ssubscribe" => PubSub(SubscribeAt::ShardSlot),
-        "psubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe" | "monitor" => {
-            PubSub(SubscribeAt::AnyMaster)
-        }
-        "asking" | "restore-asking" | "swapdb" | "move" | "shutdown" | "failover" | "replicaof"
-        | "slaveof" | "sync" | "psync" | "replconf" | "debug" | "save" | "bgsave"
-        | "bgrewriteaof" | "lastsave" | "config|set" | "config|rewrite" | "config|resetstat"
-        | "acl|setuser" | "acl|deluser" | "acl|save" | "acl|load" | "module|load"
-        | "module|loadex" | "module|unload" | "script|kill" | "script|debug" | "function|kill" => {
-            Unsupported
-        }
-        "wait" => Blocking,
-        _ if blocking => Blocking,
-        _ => Forward,
-    }
-}
-
 /// What [`CommandId::UNKNOWN`] resolves to: no keys, forwarded so the node answers.
 fn unknown_entry() -> CommandInfo {
     CommandInfo {
@@ -618,6 +491,8 @@ fn unknown_entry() -> CommandInfo {
         readonly: false,
         write: false,
         handling: Handling::Forward,
+        admin: false,
+        pauses_on_write: false,
         requires: Requires::FullAccess,
         flags: Vec::new(),
         first_key: 0,

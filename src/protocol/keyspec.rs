@@ -333,8 +333,9 @@ fn find_keyword(req: &Request, keyword: &[u8], startfrom: i64) -> Option<i64> {
 }
 
 /// Parses a decimal integer as Redis's `string2ll` would (no spaces, optional `-`).
+/// As Redis reads a numeric argument (string2ll): `+1` and `01` are not integers.
 fn parse_i64(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
+    super::framer::parse_int(arg)
 }
 
 /// The byte content of a simple or bulk string frame.

@@ -143,7 +143,7 @@ pub fn parse_redirect(reply: &[u8]) -> Option<Redirect> {
 /// Parses an integer reply (`:123\r\n`).
 pub fn parse_integer(reply: &[u8]) -> Option<i64> {
     let line = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(line).ok()?.parse().ok()
+    super::framer::parse_int(line)
 }
 
 #[cfg(test)]

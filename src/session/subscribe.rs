@@ -7,12 +7,14 @@ use crate::protocol::command::{CommandInfo, Handling, SubscribeAt};
 use crate::protocol::framer::Request;
 use crate::protocol::reply::{self, Proto};
 use crate::pubsub::{self, Subscription};
+use std::sync::atomic::Ordering;
 
 impl Reader {
     /// Subscription commands, and what a subscribed client may do; `None` for the normal path.
     pub(super) fn pubsub_step(&mut self, info: &CommandInfo, req: &Request) -> Option<Step> {
         if self.sub.as_ref().is_some_and(|s| !s.is_active()) {
             self.sub = None; // the node reported no subscriptions left
+            self.entry.subscribed.store(false, Ordering::Relaxed);
         }
         let name = info.name.as_str();
         let subscribed = self.sub.is_some();
@@ -72,7 +74,10 @@ impl Reader {
             )
             .await
             {
-                Ok(s) => self.sub = Some(s),
+                Ok(s) => {
+                    self.sub = Some(s);
+                    self.entry.subscribed.store(true, Ordering::Relaxed);
+                }
                 Err(e) => {
                     return Some(Pending::Ready(reply::error(&format!(
                         "CLUSTERDOWN slotproxy: cannot reach node {addr}: {e}"

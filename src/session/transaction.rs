@@ -1,11 +1,12 @@
 //! Transactions: MULTI/EXEC/DISCARD/WATCH/UNWATCH on a connection of the client's own, pinned to
 //! the one node that owns the transaction's keys. Commands queued before any key picks the node
 //! are held here and replayed after `MULTI` once it is picked.
-use super::{route_error, unsupported, Lane, Pending, Reader};
-use crate::protocol::command::CommandInfo;
+use super::{route_error, Lane, Pending, Reader};
+use crate::protocol::command::{CommandInfo, Handling, TxCommand};
 use crate::protocol::framer::Request;
 use crate::protocol::reply;
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
 
 /// A MULTI in progress.
 #[derive(Default)]
@@ -40,18 +41,24 @@ impl Reader {
     }
 
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH outside a MULTI.
-    pub(super) fn transaction(&mut self, info: &CommandInfo, req: Request) -> Pending {
-        match info.name.as_str() {
-            "multi" => {
+    pub(super) fn transaction(
+        &mut self,
+        cmd: TxCommand,
+        info: &CommandInfo,
+        req: Request,
+    ) -> Pending {
+        match cmd {
+            TxCommand::Multi => {
                 self.multi = Some(Multi::default());
+                self.entry.multi.store(0, Ordering::Relaxed);
                 match self.pinned {
                     Some(_) => self.send_pinned(req.bytes().clone()),
                     None => Pending::Ready(Bytes::from_static(reply::OK)),
                 }
             }
-            "exec" => Pending::Ready(reply::error("ERR EXEC without MULTI")),
-            "discard" => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
-            "watch" => {
+            TxCommand::Exec => Pending::Ready(reply::error("ERR EXEC without MULTI")),
+            TxCommand::Discard => Pending::Ready(reply::error("ERR DISCARD without MULTI")),
+            TxCommand::Watch => {
                 let addr = match self.master_for_keys(info, &req) {
                     Ok(a) => a,
                     Err(e) => return Pending::Ready(e),
@@ -65,26 +72,30 @@ impl Reader {
                 }
                 self.send_pinned(req.bytes().clone())
             }
-            "unwatch" => match self.retire_pinned() {
+            TxCommand::Unwatch => match self.retire_pinned() {
                 Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
                 None => Pending::Ready(Bytes::from_static(reply::OK)),
             },
-            _ => Pending::Ready(unsupported(info)),
         }
     }
 
     /// Any command while a MULTI is open.
     pub(super) fn in_multi(&mut self, info: &CommandInfo, req: &Request) -> Pending {
-        let name = info.name.as_str();
-        match name {
-            "multi" => return Pending::Ready(reply::error("ERR MULTI calls can not be nested")),
-            "watch" => {
+        let Handling::Transaction(cmd) = info.handling else {
+            return self.queue_in_multi(info, req);
+        };
+        match cmd {
+            TxCommand::Multi => {
+                return Pending::Ready(reply::error("ERR MULTI calls can not be nested"))
+            }
+            TxCommand::Watch => {
                 return Pending::Ready(reply::error("ERR WATCH inside MULTI is not allowed"))
             }
-            "exec" | "discard" => {
+            TxCommand::Exec | TxCommand::Discard => {
                 let multi = self.multi.take().expect("in multi");
+                self.entry.multi.store(-1, Ordering::Relaxed);
                 let pinned = self.retire_pinned();
-                if name == "discard" {
+                if cmd == TxCommand::Discard {
                     return match pinned {
                         Some(p) => Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr),
                         None => Pending::Ready(Bytes::from_static(reply::OK)),
@@ -106,8 +117,12 @@ impl Reader {
                     None if multi.queued.is_empty() => {
                         return Pending::Ready(Bytes::from_static(b"*0\r\n"))
                     }
+                    // Every queued command is keyless: any master runs them, on a connection
+                    // of their own that is retired like any other, so what the client sends
+                    // next waits for this EXEC.
                     None => match self.master_for(None) {
                         Ok(addr) => {
+                            self.lane = Lane::Retired;
                             let p = self.dedicated(addr, false);
                             drop(
                                 p.conn
@@ -123,8 +138,15 @@ impl Reader {
                 };
                 return Pending::Direct(p.conn.send(None, req.bytes().clone()), p.addr);
             }
-            _ => {}
+            TxCommand::Unwatch => {}
         }
+        self.queue_in_multi(info, req)
+    }
+
+    /// A command other than MULTI/EXEC/DISCARD/WATCH while a MULTI is open: queued on the
+    /// node of its keys (held until a key picks the node).
+    fn queue_in_multi(&mut self, info: &CommandInfo, req: &Request) -> Pending {
+        self.entry.multi.fetch_add(1, Ordering::Relaxed);
         let slot = match self.slot_of(info, req) {
             Ok(s) => s,
             Err(e) => {
