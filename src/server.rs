@@ -423,9 +423,11 @@ async fn start_metrics(config: &Config, proxy: &Arc<Proxy>) -> anyhow::Result<()
 /// return its error.
 pub fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let threads = match config.worker_threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        0 => default_workers(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
         n => n,
     };
     // The control runtime (this thread) owns the signals: registered first, so that a signal
@@ -569,6 +571,20 @@ fn add_tls_reload(shared: &Shared) {
     );
 }
 
+/// Workers when `worker_threads = 0`: one per core, except on a machine of two cores or fewer,
+/// where one. There the proxy shares its cores with its clients and often the nodes, and a
+/// second worker halves what each event-loop pass gathers into one backend write while
+/// adding sleeps and wake-ups: on the 2-core benchmark machine one worker served 66.2k GETs
+/// per proxy CPU-second at `-c 50 -P 1` against 49.0k with two, and 588k against 500k at
+/// `-P 16`, with ops/s within noise (benches/README.md, "Worker threads").
+pub fn default_workers(cores: usize) -> usize {
+    if cores <= 2 {
+        1
+    } else {
+        cores
+    }
+}
+
 fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -703,5 +719,15 @@ impl WorkerStart {
                 .serve(proxy, self.shared.tls.clone(), self.stop)
                 .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_worker_on_a_small_machine_else_one_per_core() {
+        assert_eq!(super::default_workers(1), 1);
+        assert_eq!(super::default_workers(2), 1);
+        assert_eq!(super::default_workers(8), 8);
     }
 }

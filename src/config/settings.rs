@@ -148,7 +148,7 @@ settings! {
     /// [default: 1 GiB]
     #[arg(long, env = "SLOTPROXY_MAX_REPLY_MEMORY")]
     max_reply_memory: usize,
-    /// Runtime worker threads, 0 = one per core [default: 0]
+    /// Runtime worker threads, 0 = one per core (one on 2 cores or fewer) [default: 0]
     #[arg(long, env = "SLOTPROXY_WORKER_THREADS")]
     worker_threads: usize,
     /// per-core (a single-threaded runtime per worker) or work-stealing [default: per-core]
