@@ -221,7 +221,9 @@ pub fn spawn_client(proxy: &Arc<Proxy>, mut stream: TcpStream) {
     let slot = ClientSlot(proxy.clone());
     tokio::spawn(async move {
         let proxy = slot.0.clone();
+        // The session first: the close signal is looked at only when it waits.
         tokio::select! {
+            biased;
             _ = crate::session::run(proxy.clone(), stream) => {}
             _ = proxy.closing() => {}
         }

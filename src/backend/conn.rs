@@ -414,6 +414,10 @@ async fn read_loop(
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed = false;
+    // The waker the timer holds since it was last polled (`None` after a reset): while it is
+    // this task's and the timer has not fired, polling it again only re-checks what
+    // `is_elapsed` says (~350 instructions per request at `-c 1`).
+    let mut timer_waker: Option<std::task::Waker> = None;
     loop {
         let writer_done = inflight.writer_done.load(Ordering::Acquire);
         let (empty, deadline) = {
@@ -428,6 +432,7 @@ async fn read_loop(
         if !armed {
             if let Some(d) = deadline {
                 timer.as_mut().reset(d);
+                timer_waker = None;
                 armed = true;
             }
         }
@@ -449,14 +454,29 @@ async fn read_loop(
             }
         });
         // Replies first: the timer is polled only when there is nothing to read.
+        let fired = std::future::poll_fn(|cx| {
+            use std::future::Future;
+            if !timer.is_elapsed()
+                && timer_waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return std::task::Poll::Pending;
+            }
+            timer_waker = Some(cx.waker().clone());
+            timer.as_mut().poll(cx)
+        });
         let n = tokio::select! {
             biased;
             r = read.read_buf(&mut buf) => r,
-            _ = &mut timer, if armed => {
+            _ = fired, if armed => {
                 let front = inflight.lock().front().and_then(|p| p.deadline);
                 match front {
                     Some(d) if d <= Instant::now() => return Some(BackendError::Timeout),
-                    Some(d) => timer.as_mut().reset(d),
+                    Some(d) => {
+                        timer.as_mut().reset(d);
+                        timer_waker = None;
+                    }
                     None => armed = false,
                 }
                 continue;
