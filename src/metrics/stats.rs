@@ -64,6 +64,11 @@ impl Timed {
         self.request.as_ref()
     }
 
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Time since the request arrived.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
