@@ -170,7 +170,8 @@ settings! {
     #[arg(long, value_enum, env = "SLOTPROXY_ADMIN_COMMANDS")]
     admin_commands: AdminCommands,
     /// Requests that take this long through the proxy, in microseconds, go into the proxy's
-    /// own SLOWLOG (merged with the masters'); negative: off [default: 10000]
+    /// own SLOWLOG (merged with the masters'; 10000 is Redis's threshold); negative: off
+    /// [default: off]
     #[arg(long, env = "SLOTPROXY_SLOWLOG_SLOWER_THAN_US", allow_negative_numbers = true)]
     slowlog_slower_than_us: i64,
 }
