@@ -44,6 +44,29 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Gives `replica` the master password `masterauth` (wrong: its link cannot come back; empty:
+/// it can), drops its link, and waits until `master_link_status` is `status`.
+fn relink(replica: SocketAddr, masterauth: &str, status: &str) {
+    let mut rc = support::connect(replica);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("masterauth")
+        .arg(masterauth)
+        .query(&mut rc)
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut rc)
+        .unwrap_or(0);
+    wait_for(
+        &format!("the replica's link to be {status}"),
+        Duration::from_secs(15),
+        || info_field(replica, "replication", "master_link_status").as_deref() == Some(status),
+    );
+}
+
 /// Waits until `replica` has `key` = "v".
 fn wait_until_replicated(cluster: &Cluster, replica: SocketAddr, key: &str) {
     wait_for(
@@ -110,24 +133,7 @@ fn a_replica_whose_link_is_down_gets_no_reads_until_it_is_back() {
     assert_eq!((m, r), (0, 20), "a healthy replica serves the reads");
 
     // Cut the replica's link: it cannot authenticate to its master any more.
-    let mut rc = cluster.client(replica);
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("not-the-password")
-        .query(&mut rc)
-        .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("master")
-        .query(&mut rc)
-        .unwrap();
-    wait_for(
-        "the replica's link to go down",
-        Duration::from_secs(10),
-        || info_field(replica, "replication", "master_link_status").as_deref() == Some("down"),
-    );
+    relink(replica, "not-the-password", "down");
     // Within a few polls (300 ms each) the proxy stops reading from it.
     wait_for(
         "the proxy to send reads to the master",
@@ -149,23 +155,7 @@ fn a_replica_whose_link_is_down_gets_no_reads_until_it_is_back() {
     );
 
     // Link back: reads return to the replica.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("")
-        .query(&mut rc)
-        .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("master")
-        .query(&mut rc)
-        .unwrap_or(0);
-    wait_for(
-        "the replica's link to come back",
-        Duration::from_secs(15),
-        || info_field(replica, "replication", "master_link_status").as_deref() == Some("up"),
-    );
+    relink(replica, "", "up");
     wait_for(
         "the proxy to read from the replica again",
         Duration::from_secs(10),
