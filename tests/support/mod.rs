@@ -293,11 +293,16 @@ impl Nodes {
 
 impl Drop for Nodes {
     fn drop(&mut self) {
+        // A test that panicked while holding the lock (in kill or restart) poisons it; the
+        // nodes must still go, or they outlive the test.
         let pids: Vec<u32> = self
             .pids
             .lock()
-            .map(|p| p.iter().flatten().copied().collect())
-            .unwrap_or_default();
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
         for &pid in &pids {
             signal(pid, "KILL");
         }
