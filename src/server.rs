@@ -221,14 +221,23 @@ pub fn spawn_client(proxy: &Arc<Proxy>, mut stream: TcpStream) {
         });
         return;
     }
+    spawn_session(proxy, |proxy| crate::session::run(proxy, stream));
+}
+
+/// Runs an admitted client's `session` in a task of its own, holding the client's place under
+/// the limit until the session ends or the drain deadline closes it (plain and TLS clients).
+pub(crate) fn spawn_session<F>(proxy: &Arc<Proxy>, session: impl FnOnce(Arc<Proxy>) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let slot = ClientSlot(proxy.clone());
+    let session = session(proxy.clone());
     tokio::spawn(async move {
-        let proxy = slot.0.clone();
         // The session first: the close signal is looked at only when it waits.
         tokio::select! {
             biased;
-            _ = crate::session::run(proxy.clone(), stream) => {}
-            _ = proxy.closing() => {}
+            _ = session => {}
+            _ = slot.0.closing() => {}
         }
         drop(slot);
     });

@@ -135,10 +135,9 @@ impl Socket {
 }
 
 /// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
+/// (The TLS listener set TCP_NODELAY before the handshake.)
 pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
-    let tcp = stream.get_ref().0;
-    let _ = tcp.set_nodelay(true);
-    let sock = Socket::of(tcp);
+    let sock = Socket::of(stream.get_ref().0);
     let (read, write) = tokio::io::split(stream);
     serve(proxy, sock, tokio::io::BufReader::new(read), write).await
 }

@@ -146,12 +146,6 @@ impl ServerTls {
         tokio_rustls::TlsAcceptor::from(self.current.load_full())
     }
 
-    /// Re-reads the files; on error the current certificate stays.
-    pub fn reload(&self, tls: &ClientTls) -> Result<(), TlsError> {
-        self.store(server_config(tls)?);
-        Ok(())
-    }
-
     /// Uses `config` for connections accepted from now on.
     pub fn store(&self, config: Arc<ServerConfig>) {
         self.current.store(config);

@@ -7,7 +7,7 @@
 //! notices. Each handshake takes the context current at accept time, so a certificate reload
 //! (SIGHUP) applies to new connections while open ones keep theirs.
 use crate::proxy::Proxy;
-use crate::server::{ClientSlot, Listener};
+use crate::server::{spawn_session, Listener};
 use crate::session;
 use crate::tls::ServerTls;
 use std::net::SocketAddr;
@@ -43,30 +43,19 @@ pub fn spawn_client(
         // carry Redis's error on).
         return;
     }
-    let slot = ClientSlot(proxy.clone());
-    tokio::spawn(async move {
-        let proxy = slot.0.clone();
+    spawn_session(proxy, move |proxy| async move {
         let _ = stream.set_nodelay(true);
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-        let failed = |why: String| {
-            tracing::debug!("TLS handshake with {peer} failed: {why}");
-            if let Some(m) = &proxy.metrics {
-                m.tls_handshake_failed();
-            }
-        };
-        tokio::select! {
-            r = handshake => match r {
-                Ok(Ok(tls_stream)) => {
-                    tokio::select! {
-                        _ = session::run_tls(proxy.clone(), tls_stream) => {}
-                        _ = proxy.closing() => {}
-                    }
-                }
-                Ok(Err(e)) => failed(e.to_string()),
-                Err(_) => failed("timed out".into()),
-            },
-            _ = proxy.closing() => {}
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => session::run_tls(proxy, tls_stream).await,
+            Ok(Err(e)) => handshake_failed(&proxy, peer, &e.to_string()),
+            Err(_) => handshake_failed(&proxy, peer, "timed out"),
         }
-        drop(slot);
     });
+}
+
+fn handshake_failed(proxy: &Proxy, peer: SocketAddr, why: &str) {
+    tracing::debug!("TLS handshake with {peer} failed: {why}");
+    if let Some(m) = &proxy.metrics {
+        m.tls_handshake_failed();
+    }
 }

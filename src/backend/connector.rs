@@ -101,11 +101,6 @@ impl Connector {
         Ok(())
     }
 
-    /// Whether connections use TLS (for logs and the INFO section).
-    pub fn uses_tls(&self) -> bool {
-        self.settings.load().tls.is_some()
-    }
-
     /// Connects to `addr`, wraps in TLS if configured, authenticates and runs `setup`, all
     /// within `timeout`.
     pub async fn connect(
@@ -199,11 +194,11 @@ fn handshake(auth: &NodeAuth, setup: Setup) -> Handshake {
     match (setup.proto, password) {
         (Proto::Resp3, Some(pass)) => push(&["HELLO", "3", "AUTH", user, pass]),
         (Proto::Resp3, None) => push(&["HELLO", "3"]),
-        (Proto::Resp2, Some(pass)) => match &auth.user {
-            Some(user) => push(&["AUTH", user, pass]),
-            None => push(&["AUTH", pass]),
-        },
-        (Proto::Resp2, None) => {}
+        (Proto::Resp2, _) => {
+            if let Some(args) = auth.auth_args() {
+                push(&args);
+            }
+        }
     }
     if setup.readonly {
         push(&["READONLY"]);

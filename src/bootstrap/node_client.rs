@@ -75,15 +75,6 @@ impl NodeAccess {
         };
         Ok(NodeAccess { auth, tls })
     }
-
-    /// The `AUTH` command to send first, if any.
-    fn auth_command(&self) -> Option<Vec<&str>> {
-        let password = self.auth.password.as_ref()?.expose();
-        Some(match &self.auth.user {
-            Some(user) => vec!["AUTH", user, password],
-            None => vec!["AUTH", password],
-        })
-    }
 }
 
 /// The socket under a [`NodeClient`]: plain, or TLS over it.
@@ -159,7 +150,7 @@ impl NodeClient {
             addr,
             stream: BufReader::new(stream),
         };
-        if let Some(auth) = access.auth_command() {
+        if let Some(auth) = access.auth.auth_args() {
             match client.call(&auth)? {
                 Reply::Status(ok) if ok == "OK" => {}
                 Reply::Error(e) => return Err(NodeError::Auth(e)),

@@ -65,6 +65,17 @@ pub struct NodeAuth {
     pub password: Option<Secret>,
 }
 
+impl NodeAuth {
+    /// The RESP2 `AUTH` command these credentials make (`AUTH [user] password`), if any.
+    pub fn auth_args(&self) -> Option<Vec<&str>> {
+        let password = self.password.as_ref()?.expose();
+        Some(match &self.user {
+            Some(user) => vec!["AUTH", user, password],
+            None => vec!["AUTH", password],
+        })
+    }
+}
+
 /// TLS towards clients: a second listener that speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTls {
