@@ -138,16 +138,6 @@ fn proxy_with_an_unreachable_seed_answers_clusterdown() {
     assert_eq!(pong, "PONG");
 }
 
-/// Sends a signal to a process by pid with the `kill` command (no `unsafe` here).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 #[test]
 fn a_hung_node_costs_its_callers_a_timeout_error_and_nobody_else_anything() {
     let cluster = Cluster::start();
@@ -169,7 +159,7 @@ fn a_hung_node_costs_its_callers_a_timeout_error_and_nobody_else_anything() {
     let _: () = c.set(&elsewhere, "y").unwrap();
 
     let pid = cluster.raw().pid(hung).expect("pid of the master");
-    signal(pid, "-STOP");
+    assert!(support::signal_pid(pid, "STOP"), "kill -STOP {pid}");
     let started = Instant::now();
     let waiter = {
         let key = on_hung.clone();
@@ -185,7 +175,7 @@ fn a_hung_node_costs_its_callers_a_timeout_error_and_nobody_else_anything() {
     let v: String = other.get(&elsewhere).unwrap();
     let other_took = asked.elapsed();
     let (r, waited, mut c) = waiter.join().unwrap();
-    signal(pid, "-CONT");
+    assert!(support::signal_pid(pid, "CONT"), "kill -CONT {pid}");
     let err = r.unwrap_err();
     assert!(
         err.to_string().contains("did not reply within 500 ms"),

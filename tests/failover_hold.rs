@@ -252,36 +252,9 @@ fn unread_on_port(port: u16, proxy_pid: u32, bytes: usize) -> bool {
     })
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
-/// Strips ANSI colour codes (the proxy's log may carry them).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Whether the proxy has stored a view in which some slots have no master.
 fn proxy_saw_uncovered_slots(proxy: &Proxy) -> bool {
-    plain(&proxy.log()).lines().any(|l| {
+    support::strip_ansi(&proxy.log()).lines().any(|l| {
         l.contains("topology updated")
             && l.split_whitespace()
                 .find_map(|w| w.strip_prefix("slots="))
@@ -329,7 +302,7 @@ fn master_killed_under_load_costs_only_the_request_in_flight_on_it() {
     // stopped), so it must not be run elsewhere either.
     let inflight = keys_where(&cluster, "inflight", victim, true, 1).remove(0);
     let pid = cluster.raw().pid(victim).unwrap();
-    signal(pid, "-STOP");
+    assert!(support::signal_pid(pid, "STOP"), "kill -STOP {pid}");
     let waiter = {
         let (addr, key) = (proxy.addr(), inflight.clone());
         std::thread::spawn(move || {
@@ -436,7 +409,7 @@ fn stopped_master_holds_its_requests_until_the_promotion_and_no_one_elses() {
     sync_replica(&cluster, victim);
 
     let pid = cluster.raw().pid(victim).unwrap();
-    signal(pid, "-STOP");
+    assert!(support::signal_pid(pid, "STOP"), "kill -STOP {pid}");
     let stopped_at = others.iter().map(Loader::done).sum::<u64>();
     // Longer than the node timeout: the cluster flags it failed, and the proxy sees its slots
     // without a master.
@@ -488,7 +461,7 @@ fn stopped_master_holds_its_requests_until_the_promotion_and_no_one_elses() {
         100,
         "the held requests to be served by the promoted replica",
     );
-    signal(pid, "-CONT");
+    assert!(support::signal_pid(pid, "CONT"), "kill -CONT {pid}");
     cluster.wait_ok();
     wait_progress(&everyone, 50, "load after the old master rejoined");
 

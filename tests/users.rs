@@ -422,24 +422,6 @@ fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// The log without ANSI colour sequences.
-fn plain(log: &str) -> String {
-    let mut out = String::new();
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn failed_logins_are_counted_and_logged_at_a_bounded_rate() {
     let cluster = Cluster::start();
@@ -470,7 +452,7 @@ fn failed_logins_are_counted_and_logged_at_a_bounded_rate() {
         metric(metrics, "slotproxy_auth_failures_total"),
         Some(FAILURES as f64)
     );
-    let log = plain(&proxy.log());
+    let log = support::strip_ansi(&proxy.log());
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("client authentication failed"))

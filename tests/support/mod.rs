@@ -320,6 +320,24 @@ pub fn signal_pid(pid: u32, name: &str) -> bool {
     signal(pid, name)
 }
 
+/// `log` without ANSI colour sequences (a log written before colours were terminal-only).
+pub fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// SIGKILLs `pid` and waits (bounded) until it is gone.
 pub fn kill_and_wait(pid: u32) {
     signal(pid, "KILL");
