@@ -86,11 +86,6 @@ impl NodeBackend {
             .swap(ok, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How connections to this node are opened (for subscription connections).
-    pub fn connector(&self) -> &Arc<super::connector::Connector> {
-        &self.opts.connector
-    }
-
     /// The shared connection that client `session_id` uses for this node.
     #[inline]
     pub fn conn(&self, proto: Proto, session_id: u64) -> &BackendConn {

@@ -316,9 +316,7 @@ fn parse_int(digits: &[u8]) -> Result<i64, NodeError> {
 
 /// Parses `INFO` text (`field:value` lines, `# Section` headers) into a map.
 pub fn parse_info(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(':'))
+    crate::protocol::reply::info_fields(text)
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
 }

@@ -35,10 +35,7 @@ pub fn parse_info(text: &str, role: Role) -> ReplicationInfo {
         Role::Master => "master_repl_offset",
         Role::Replica => "slave_repl_offset",
     };
-    for line in text.lines() {
-        let Some((k, v)) = line.trim_end().split_once(':') else {
-            continue;
-        };
+    for (k, v) in crate::protocol::reply::info_fields(text) {
         if k == "master_link_status" {
             info.link_up = v == "up";
         } else if k == offset_key {

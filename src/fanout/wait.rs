@@ -64,10 +64,7 @@ fn offsets(reply: &[u8]) -> Option<(i64, Vec<i64>)> {
     let text = std::str::from_utf8(text).ok()?;
     let mut master = None;
     let mut replicas = Vec::new();
-    for line in text.lines() {
-        let Some((k, v)) = line.trim_end().split_once(':') else {
-            continue;
-        };
+    for (k, v) in crate::protocol::reply::info_fields(text) {
         if k == "master_repl_offset" {
             master = parse_int(v.as_bytes());
         } else if k.starts_with("slave") && k[5..].bytes().all(|b| b.is_ascii_digit()) {

@@ -146,6 +146,14 @@ pub fn parse_integer(reply: &[u8]) -> Option<i64> {
     super::framer::parse_int(line)
 }
 
+/// The `field:value` lines of an `INFO` payload (`# Section` headers and blank lines skipped).
+pub fn info_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
