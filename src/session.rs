@@ -35,6 +35,7 @@ use writer::write_loop;
 
 mod admin;
 mod client_io;
+mod join;
 mod read_buffer;
 mod recent_writes;
 mod route;
@@ -196,10 +197,7 @@ async fn serve(
         queue.close_consumer();
     };
     // CLIENT KILL ends both halves at once, whatever they wait for.
-    tokio::select! {
-        _ = async { tokio::join!(reading, writing) } => {}
-        _ = entry.killed() => {}
-    }
+    join::halves_until_killed(reading, writing, entry.killed()).await;
     drop(registered);
 }
 

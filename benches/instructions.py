@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Userspace instructions per request in the proxy, counted by callgrind (deterministic: the same
+binary, inputs and environment give the same count whatever else the shared machine is doing).
+
+    python3 benches/instructions.py [--slotproxy PATH] [--only 'GET -c 1'] [--top 25]
+
+Starts a six-node cluster (compare.py's helpers), then the proxy (one worker) under
+`valgrind --tool=callgrind`, and for each case: a warm-up, the counters zeroed
+(`callgrind_control -z`), `redis-benchmark` with a fixed `-n`, a dump; the case's total
+instructions (Ir) divided by its requests is the figure. `--top N` also prints the N functions
+with the most (self, or with `--inclusive` inclusive) instructions per request for each case (callgrind_annotate).
+
+The proxy runs with its command/connect timeouts at 30 s (under valgrind's pace the 1 s connect
+deadline would make the refresher reconnect and poll fast and cost half the run); everything
+else is the default (metrics and the proxy's slow log off). Python standard library only;
+needs valgrind, redis-server, redis-cli and redis-benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (the cluster and process helpers)
+
+# (name, redis-benchmark arguments, requests)
+CASES = [
+    ("GET -c 1", ["-c", "1", "-t", "get"], 10_000),
+    ("GET -c 50 -P 1", ["-c", "50", "-t", "get"], 20_000),
+    ("SET -c 50 -P 1", ["-c", "50", "-t", "set"], 20_000),
+    ("GET -c 50 -P 16", ["-c", "50", "-P", "16", "-t", "get"], 100_000),
+    ("SET -c 50 -P 16", ["-c", "50", "-P", "16", "-t", "set"], 100_000),
+    ("MSET 10 slots -c 50 -P 16", ["-c", "50", "-P", "16", *compare.mset_args(10, False)], 20_000),
+]
+
+
+def total_ir(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def top(path: Path, requests: int, n: int, inclusive: bool) -> str:
+    r = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no", f"--inclusive={'yes' if inclusive else 'no'}", str(path)],
+                       capture_output=True, text=True)
+    out = []
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].replace(",", "").isdigit() and "(" in line and ":" in line:
+            ir = int(parts[0].replace(",", ""))
+            out.append(f"{ir / requests:10.0f}  {' '.join(parts[2:])[:150]}")
+        if len(out) >= n:
+            break
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--slotproxy", type=Path, default=compare.ROOT / "target" / "release" / "slotproxy")
+    ap.add_argument("--only", default="", help="run only the case of this name ('NAME*': whose name starts with NAME)")
+    ap.add_argument("--top", type=int, default=0, help="print this many top functions per case")
+    ap.add_argument("--inclusive", action="store_true", help="--top by inclusive cost (default: self)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (callgrind files)")
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control", "redis-server", "redis-benchmark"):
+        if not shutil.which(tool):
+            compare.log(f"{tool} not found")
+            return 2
+    slotproxy = args.slotproxy.resolve()
+    procs = compare.Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="slotproxy-instr-"))
+    try:
+        cluster = compare.start_cluster(procs, tmp, slotproxy)
+        port = compare.pick_port()
+        conf = tmp / "slotproxy.toml"
+        conf.write_text("command_timeout_ms = 30000\nconnect_timeout_ms = 30000\n")
+        out = tmp / "callgrind.out"
+        p = procs.start([
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+            str(slotproxy), "serve", "--config", str(conf), "--listen", f"127.0.0.1:{port}",
+            "--seed", f"127.0.0.1:{cluster.ports[0]}", "--log-level", "warn", "--worker-threads", "1",
+        ], tmp / "proxy.log")
+        compare.wait_until("slotproxy under valgrind to serve SET",
+                           lambda: compare.try_call(port, "SET", "warm", "1", timeout=10) == "OK", 120, 1)
+        print(f"slotproxy {slotproxy}; userspace instructions per request (callgrind, 1 worker)")
+        for name, bargs, n in CASES:
+            if args.only and args.only != name and not (args.only.endswith("*") and name.startswith(args.only[:-1])):
+                continue
+            base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-r", "100000", "-q"]
+            subprocess.run(base + bargs + ["-n", str(n // 5)], capture_output=True, timeout=600)
+            subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, check=True)
+            t0 = time.monotonic()
+            subprocess.run(base + bargs + ["-n", str(n)], capture_output=True, timeout=600, check=True)
+            secs = time.monotonic() - t0
+            for old in tmp.glob("callgrind.out*"):
+                if old != out:
+                    old.unlink()
+            subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, check=True)
+            dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
+            if not dumps:
+                raise RuntimeError("callgrind wrote no dump")
+            ir = total_ir(dumps[-1])
+            print(f"{name:28s} {ir / n:8.0f} instructions/request  ({n} requests, {secs:.0f} s)", flush=True)
+            if args.top:
+                print(top(dumps[-1], n, args.top, args.inclusive), flush=True)
+        return 0
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

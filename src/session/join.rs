@@ -1,0 +1,213 @@
+//! Runs a session's reader and writer halves, and its kill signal, in the client's one task,
+//! polling on each wake-up only the branch whose waker fired.
+//!
+//! `tokio::join!` inside `tokio::select!` polled all three on every wake-up: when a reply came
+//! in, the reader's socket readiness and the kill `Notified` were polled again for nothing, and
+//! when a request came in, the writer's queue was (two wake-ups per request, each polling three
+//! futures). Here each branch gets a waker of its own that marks it and wakes the task; a
+//! poll looks only at the marked ones. Measured with `benches/instructions.py` (callgrind,
+//! userspace instructions per request, numbers in `benches/README.md`, "Issue 13").
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+const READER: u8 = 1;
+const WRITER: u8 = 2;
+const KILL: u8 = 4;
+
+/// What the branch wakers share: which branches were woken, and the task to wake.
+struct Shared {
+    woken: AtomicU8,
+    task: Mutex<Option<Waker>>,
+}
+
+/// One branch's waker: marks the branch, then wakes the task.
+struct Branch {
+    shared: Arc<Shared>,
+    bit: u8,
+}
+
+impl Wake for Branch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.woken.fetch_or(self.bit, Ordering::AcqRel);
+        let task = self.shared.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = task.as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Runs `reader` and `writer` until both are done, or until `killed` resolves (then neither
+/// is polled again: dropping them closes the connection).
+pub(super) async fn halves_until_killed(
+    reader: impl Future<Output = ()>,
+    writer: impl Future<Output = ()>,
+    killed: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        woken: AtomicU8::new(READER | WRITER | KILL),
+        task: Mutex::new(None),
+    });
+    let waker = |bit| {
+        Waker::from(Arc::new(Branch {
+            shared: shared.clone(),
+            bit,
+        }))
+    };
+    let (reader_waker, writer_waker, kill_waker) = (waker(READER), waker(WRITER), waker(KILL));
+    let (mut reader, mut writer, mut killed) = (pin!(reader), pin!(writer), pin!(killed));
+    let mut done = 0u8;
+    poll_fn(|cx| {
+        {
+            let mut task = shared.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let woken = shared.woken.swap(0, Ordering::AcqRel) & !done;
+        if woken & KILL != 0
+            && killed
+                .as_mut()
+                .poll(&mut Context::from_waker(&kill_waker))
+                .is_ready()
+        {
+            return Poll::Ready(());
+        }
+        if woken & READER != 0
+            && reader
+                .as_mut()
+                .poll(&mut Context::from_waker(&reader_waker))
+                .is_ready()
+        {
+            done |= READER;
+        }
+        if woken & WRITER != 0
+            && writer
+                .as_mut()
+                .poll(&mut Context::from_waker(&writer_waker))
+                .is_ready()
+        {
+            done |= WRITER;
+        }
+        if done & (READER | WRITER) == READER | WRITER {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls; ready after `ready_after` of them, waking itself each time before.
+    struct Counted<'a> {
+        polls: &'a AtomicUsize,
+        ready_after: usize,
+    }
+
+    impl Future for Counted<'_> {
+        type Output = ();
+        fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let n = self.polls.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= self.ready_after {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Counts the polls of the future it wraps.
+    struct Polls<'a, F> {
+        polls: &'a AtomicUsize,
+        inner: std::pin::Pin<Box<F>>,
+    }
+
+    impl<F: Future> Future for Polls<'_, F> {
+        type Output = F::Output;
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_woken_branch_is_polled() {
+        let (r, w, k) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        // The reader wakes itself four times; the writer is never woken; the kill comes once
+        // the reader is done.
+        let reader = Counted {
+            polls: &r,
+            ready_after: 5,
+        };
+        let writer = Polls {
+            polls: &w,
+            inner: Box::pin(std::future::pending::<()>()),
+        };
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let killed = Polls {
+            polls: &k,
+            inner: Box::pin(async {
+                let _ = kill_rx.await;
+            }),
+        };
+        let kill_after_reader = async {
+            while r.load(Ordering::Relaxed) < 5 {
+                tokio::task::yield_now().await;
+            }
+            let _ = kill_tx.send(());
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = halves_until_killed(reader, writer, killed) => {}
+            _ = kill_after_reader => unreachable!(),
+        }
+        assert_eq!(r.load(Ordering::Relaxed), 5);
+        assert_eq!(
+            w.load(Ordering::Relaxed),
+            1,
+            "the writer is polled only when woken"
+        );
+        assert_eq!(
+            k.load(Ordering::Relaxed),
+            2,
+            "the kill: once to register, once when sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn ends_when_both_halves_end() {
+        let (r, w) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        halves_until_killed(
+            Counted {
+                polls: &r,
+                ready_after: 3,
+            },
+            Counted {
+                polls: &w,
+                ready_after: 7,
+            },
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(
+            (r.load(Ordering::Relaxed), w.load(Ordering::Relaxed)),
+            (3, 7)
+        );
+    }
+}
