@@ -194,8 +194,11 @@ impl Fanout {
         let gather = Gathered(Gather::new(parts.len()));
         let sink: Arc<dyn ReplySink> = gather.0.clone();
         let mut forwards = Vec::with_capacity(parts.len());
+        // One topology and configuration load for every part.
+        let view = proxy.refresher.view();
+        let read_from = proxy.config().read_from;
         for (i, (bytes, slot)) in parts.enumerate() {
-            let (f, conn) = Forward::route(proxy, client, bytes, slot, readonly)?;
+            let (f, conn) = Forward::route(proxy, &view, read_from, client, bytes, slot, readonly)?;
             conn.send_to(
                 None,
                 f.request().clone(),

@@ -5,7 +5,7 @@
 //! master to go to; one that may have run is never sent again.
 use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx};
 use crate::backend::BackendError;
-use crate::cluster::refresher::Trigger;
+use crate::cluster::refresher::{Trigger, View};
 use crate::cluster::slot::Slot;
 use crate::cluster::topology::Role;
 use crate::hold::Held;
@@ -96,45 +96,53 @@ impl Forward {
         slot: Option<Slot>,
         readonly: bool,
     ) -> Result<Forward, Bytes> {
-        let (mut f, conn) = Forward::route(proxy, client, req, slot, readonly)?;
+        let policy = proxy.config().read_from;
+        let view = proxy.refresher.view();
+        let (mut f, conn) = Forward::route(proxy, &view, policy, client, req, slot, readonly)?;
         f.rx = Some(conn.send(None, f.req.clone()));
         Ok(f)
     }
 
     /// Routes `req` by `slot` without sending it: the caller sends it on the returned
     /// connection with a reply slot of its own, and passes the reply to [`Forward::is_final`]
-    /// and, if not final, [`Forward::finish`].
+    /// and, if not final, [`Forward::finish`]. `view` and `read_from` are loaded once by the
+    /// caller for all it routes (each load of either is an ArcSwap load).
     /// `Err` is the reply for a request that cannot be routed.
     pub fn route(
         proxy: &Proxy,
+        view: &View,
+        read_from: ReadFrom,
         client: Client,
         req: Bytes,
         slot: Option<Slot>,
         readonly: bool,
     ) -> Result<(Forward, BackendConn), Bytes> {
-        let (addr, conn) = routed_conn(proxy, client, slot, readonly, false)?;
+        let (addr, conn) = routed_conn(proxy, view, read_from, client, slot, readonly)?;
         Ok((Forward::new(req, slot, readonly, addr), conn))
     }
 
     /// Like [`route`](Forward::route), but a request whose slot's master is flagged failing,
     /// or whose slot has no master, is held (if the bounds allow) rather than sent or failed.
-    /// `read_from` is the configuration's, read once by the caller for the whole request.
+    /// `read_from` is the configuration's and `view` the topology, read once by the caller.
     pub fn route_or_hold(
         proxy: &Proxy,
+        view: &View,
         client: Client,
         req: Bytes,
         slot: Option<Slot>,
         readonly: bool,
         read_from: ReadFrom,
     ) -> Result<Routed, Bytes> {
-        let held = match target(proxy, client, slot, readonly, read_from)? {
+        let held = match target(proxy, view, client, slot, readonly, read_from)? {
             Target::Node(addr, conn) => {
                 return Ok(Routed::Send(Forward::new(req, slot, readonly, addr), conn))
             }
             _ => proxy.start_hold(),
         };
-        // Look again now that the hold listens for changes: none is missed in between.
-        let (addr, send) = match target(proxy, client, slot, readonly, read_from)? {
+        // Look again, at the newest view, now that the hold listens for changes: none is
+        // missed in between.
+        let view = proxy.refresher.view();
+        let (addr, send) = match target(proxy, &view, client, slot, readonly, read_from)? {
             Target::Node(addr, conn) => (addr, Some(conn)),
             Target::Flagged(addr, conn) => (addr, held.is_none().then_some(conn)),
             Target::Uncovered(e) if held.is_none() => return Err(e),
@@ -274,7 +282,12 @@ impl Forward {
                 Step::Reroute { after, master } => {
                     tokio::time::sleep(after).await;
                     let readonly = self.readonly && !master;
-                    match routed_conn(proxy, client, self.slot, readonly, master) {
+                    let policy = match master {
+                        true => ReadFrom::Master,
+                        false => proxy.config().read_from,
+                    };
+                    let view = proxy.refresher.view();
+                    match routed_conn(proxy, &view, policy, client, self.slot, readonly) {
                         Ok((addr, conn)) => {
                             self.addr = addr;
                             self.rx = Some(conn.send(None, self.req.clone()));
@@ -338,26 +351,28 @@ impl Forward {
             }
             let release = step == HoldStep::Release || held.remaining().is_zero();
             let read_from = proxy.config().read_from;
-            let (addr, conn) = match target(proxy, client, self.slot, self.readonly, read_from) {
-                Err(reply) => return Err(reply),
-                Ok(Target::Node(addr, conn)) => (addr, conn),
-                Ok(Target::Flagged(addr, conn)) if release => {
-                    proxy.hold_expired();
-                    (addr, conn)
-                }
-                Ok(Target::Uncovered(reply)) if release => {
-                    proxy.hold_expired();
-                    return Err(reply);
-                }
-                Ok(Target::Flagged(..)) => {
-                    why = Unserved::Flagged;
-                    continue;
-                }
-                Ok(Target::Uncovered(_)) => {
-                    why = Unserved::Uncovered;
-                    continue;
-                }
-            };
+            let view = proxy.refresher.view();
+            let (addr, conn) =
+                match target(proxy, &view, client, self.slot, self.readonly, read_from) {
+                    Err(reply) => return Err(reply),
+                    Ok(Target::Node(addr, conn)) => (addr, conn),
+                    Ok(Target::Flagged(addr, conn)) if release => {
+                        proxy.hold_expired();
+                        (addr, conn)
+                    }
+                    Ok(Target::Uncovered(reply)) if release => {
+                        proxy.hold_expired();
+                        return Err(reply);
+                    }
+                    Ok(Target::Flagged(..)) => {
+                        why = Unserved::Flagged;
+                        continue;
+                    }
+                    Ok(Target::Uncovered(_)) => {
+                        why = Unserved::Uncovered;
+                        continue;
+                    }
+                };
             self.addr = addr;
             self.rx = Some(conn.send(None, self.req.clone()));
             return Ok(());
@@ -369,12 +384,12 @@ impl Forward {
 /// under read policy `policy`.
 fn target(
     proxy: &Proxy,
+    view: &View,
     client: Client,
     slot: Option<Slot>,
     readonly: bool,
     policy: ReadFrom,
 ) -> Result<Target, Bytes> {
-    let view = proxy.refresher.view();
     // The spread counter is shared by every worker: touch it only when the pick uses it
     // (keyless commands, reads that may go to a replica), not on every request.
     let spread = if slot.is_none() || (readonly && policy != ReadFrom::Master) {
@@ -408,17 +423,13 @@ fn target(
 /// master too: callers that do not hold send there anyway, as before holds existed).
 fn routed_conn(
     proxy: &Proxy,
+    view: &View,
+    policy: ReadFrom,
     client: Client,
     slot: Option<Slot>,
     readonly: bool,
-    force_master: bool,
 ) -> Result<(SocketAddr, BackendConn), Bytes> {
-    let policy = if force_master {
-        ReadFrom::Master
-    } else {
-        proxy.config().read_from
-    };
-    match target(proxy, client, slot, readonly, policy)? {
+    match target(proxy, view, client, slot, readonly, policy)? {
         Target::Node(addr, conn) | Target::Flagged(addr, conn) => Ok((addr, conn)),
         Target::Uncovered(reply) => Err(reply),
     }

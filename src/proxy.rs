@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// See [`Proxy::config_cache`].
+pub type ConfigCache = arc_swap::Cache<Arc<ArcSwap<Config>>, Arc<Config>>;
+
 pub struct Proxy {
     config: Arc<ArcSwap<Config>>,
     pub refresher: Arc<Refresher>,
@@ -189,6 +192,12 @@ impl Proxy {
     /// The current configuration, to keep.
     pub fn config_arc(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The configuration, re-read only when a reload stored a new one (a load is one atomic
+    /// read and a pointer compare): for a session's per-request reads.
+    pub fn config_cache(&self) -> ConfigCache {
+        arc_swap::Cache::new(self.config.clone())
     }
 
     /// Where the configuration lives, for whoever reloads it.

@@ -9,7 +9,7 @@
 //! the per-request path with no channel and no allocation of its own.
 //!
 //! It also counts the bytes of those replies until the writer has written them
-//! ([`ReplyQueue::release`]): an item that awaits a reply is queued only while the client's
+//! ([`ReplyQueue::finished`]): an item that awaits a reply is queued only while the client's
 //! [`Account`] has room under its [`Budget`], so a client that reads slowly stops being read
 //! instead of making the proxy buffer its replies (see [`crate::reply_memory`] for the bound).
 use crate::backend::conn::{ReplyResult, ReplySink};
@@ -44,7 +44,7 @@ struct Inner<T> {
     head: u64,
     /// The consumer waiting for the front item to be ready.
     consumer: Option<Waker>,
-    /// Items the consumer has taken and finished with (see [`ReplyQueue::settle_one`]).
+    /// Items the consumer has taken and finished with (see [`ReplyQueue::finished`]).
     settled: u64,
     /// The producer waiting for every item to be finished with.
     settling: Option<Waker>,
@@ -72,6 +72,9 @@ impl<T> Inner<T> {
     }
 
     fn wake_producers(&mut self) {
+        if self.producers.is_empty() {
+            return; // the usual case: no drain (and its drop) per reply
+        }
         for w in self.producers.drain(..) {
             w.wake();
         }
@@ -224,20 +227,15 @@ impl<T> ReplyQueue<T> {
         Some((entry.item, reply))
     }
 
-    /// `len` bytes of the replies the consumer took are written (or copied into its batch):
-    /// they no longer count against the budget.
-    pub fn release(&self, len: usize) {
-        if len == 0 {
-            return;
+    /// The consumer is done with one more item it took (its reply is in), and the `charged`
+    /// bytes of its reply are written (or copied into its batch), so they no longer count
+    /// against the budget. One lock for both.
+    pub fn finished(&self, charged: usize) {
+        let mut g = self.lock();
+        if charged > 0 {
+            g.account.released(charged, &self.budget);
+            g.wake_producers();
         }
-        let mut g = self.lock();
-        g.account.released(len, &self.budget);
-        g.wake_producers();
-    }
-
-    /// The consumer is done with one more item it took (its reply is in).
-    pub fn settle_one(&self) {
-        let mut g = self.lock();
         g.settled += 1;
         if let Some(w) = g.settling.take() {
             drop(g);

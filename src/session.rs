@@ -187,6 +187,8 @@ async fn serve(
         writes: false,
         written: Vec::new(),
         written_everywhere: false,
+        config: proxy.config_cache(),
+        view: None,
     };
     let reading = async {
         reader.run(read).await;
@@ -235,6 +237,11 @@ struct Reader {
     /// to several nodes or a connection of its own.
     written: Vec<SocketAddr>,
     written_everywhere: bool,
+    /// The configuration, for per-request reads.
+    config: crate::proxy::ConfigCache,
+    /// The topology, kept while a batch of requests read together is routed and dropped
+    /// after it, so an idle client holds no view (nor the connections in it).
+    view: Option<crate::cluster::refresher::ViewCache>,
 }
 
 impl Reader {
@@ -305,7 +312,7 @@ impl Reader {
             };
             // Requests framed from this read arrived now: one clock read per read (metrics).
             // The proxy's slow log times requests too (with metrics off, one clock read per read).
-            let slow_log = self.proxy.config().slowlog_slower_than.is_some();
+            let slow_log = self.config.load().slowlog_slower_than.is_some();
             let read_at = match &self.proxy.metrics {
                 Some(m) => Some(m.received(n)),
                 None => slow_log.then(std::time::Instant::now),
@@ -381,6 +388,7 @@ impl Reader {
                     }
                 }
             }
+            self.view = None;
             if buf.is_empty() {
                 park_spare(std::mem::take(&mut buf)); // an idle client holds no buffer
             }

@@ -41,6 +41,23 @@ impl View {
 
 pub use super::refresh_events::{NoObserver, Outcome, RefreshObserver, Trigger};
 
+/// The current view's `ArcSwap`, reached through the refresher that owns it: the source of a
+/// [`ViewCache`].
+#[derive(Clone)]
+pub struct ViewSource(Arc<Refresher>);
+
+impl std::ops::Deref for ViewSource {
+    type Target = ArcSwap<View>;
+    fn deref(&self) -> &ArcSwap<View> {
+        &self.0.view
+    }
+}
+
+/// The current view, re-read only when a new one was stored: a load is one atomic read and a
+/// pointer compare instead of an ArcSwap guard. It keeps its view alive, so a session holds one
+/// only while it has requests to route, not while its client idles.
+pub type ViewCache = arc_swap::Cache<ViewSource, Arc<View>>;
+
 /// Timing knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshOptions {
@@ -216,6 +233,11 @@ impl Refresher {
     #[inline]
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
         self.view.load()
+    }
+
+    /// A cache of the current view (see [`ViewCache`]).
+    pub fn view_cache(self: &Arc<Self>) -> ViewCache {
+        arc_swap::Cache::new(ViewSource(self.clone()))
     }
 
     /// The current view, to keep across awaits.

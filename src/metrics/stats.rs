@@ -27,7 +27,9 @@ pub struct Timed {
     started: Instant,
     command: CommandId,
     /// The request's raw bytes, kept only while the proxy's slow log is on (for its entry).
-    request: Option<bytes::Bytes>,
+    /// Boxed: every queued reply carries a `Timed`, and 24 bytes less per item keeps its moves
+    /// through the reply queue cheaper when the slow log is off.
+    request: Option<Box<bytes::Bytes>>,
 }
 
 impl Timed {
@@ -56,12 +58,12 @@ impl Timed {
     /// Keeps the request's bytes, for a slow-log entry if it turns out slow.
     #[inline]
     pub fn keep_request(&mut self, request: bytes::Bytes) {
-        self.request = Some(request);
+        self.request = Some(Box::new(request));
     }
 
     /// The request's bytes, when kept.
     pub fn request(&self) -> Option<&bytes::Bytes> {
-        self.request.as_ref()
+        self.request.as_deref()
     }
 
     /// When the request arrived.

@@ -33,14 +33,20 @@ impl Reader {
         slot: Option<crate::cluster::slot::Slot>,
         readonly: bool,
     ) -> Step {
-        // One configuration load per request (each `config()` is an ArcSwap load).
-        let c = self.proxy.config();
+        // The configuration and the topology from the session's caches (see `Reader::config`).
+        let c = self.config.load();
         let (read_from, window) = (c.read_from, c.read_your_writes);
-        drop(c);
         let readonly = self.read_your_writes(slot, readonly, read_from, window);
+        let client = self.client();
+        let proxy = &self.proxy;
+        let view = self
+            .view
+            .get_or_insert_with(|| proxy.refresher.view_cache())
+            .load();
         match Forward::route_or_hold(
-            &self.proxy,
-            self.client(),
+            proxy,
+            view,
+            client,
             req.bytes().clone(),
             slot,
             readonly,

@@ -114,7 +114,6 @@ pub(super) async fn write_loop(
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         let bytes = if silent { Bytes::new() } else { bytes };
-        queue.settle_one(); // its reply is in: a request on another lane may go now
         if let Some(t) = &timed {
             note_if_slow(&proxy, t, entry, &mut slow);
         }
@@ -135,7 +134,9 @@ pub(super) async fn write_loop(
         } else {
             out.extend_from_slice(&bytes);
         }
-        queue.release(charged); // written, or copied into the (bounded) batch
+        // Its reply is in (a request on another lane may go now), and written or copied into
+        // the (bounded) batch.
+        queue.finished(charged);
         if close {
             let _ = flush(&mut write, &mut out).await;
             let _ = write.shutdown().await;
