@@ -60,6 +60,21 @@ def top(path: Path, requests: int, n: int, inclusive: bool) -> str:
     return "\n".join(out)
 
 
+def master_calls(ports: list[int]) -> int:
+    """Commands the masters ran since their stats were reset (INFO commandstats), less the
+    INFO itself: what one client request cost the cluster."""
+    total = 0
+    for port in ports:
+        repl = compare.try_call(port, "INFO", "replication") or b""
+        if b"role:master" not in repl:
+            continue
+        stats = (compare.try_call(port, "INFO", "commandstats") or b"").decode()
+        for line in stats.splitlines():
+            if line.startswith("cmdstat_") and not line.startswith("cmdstat_info:"):
+                total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slotproxy", type=Path, default=compare.ROOT / "target" / "release" / "slotproxy")
@@ -93,10 +108,14 @@ def main() -> int:
             if args.only and args.only != name and not (args.only.endswith("*") and name.startswith(args.only[:-1])):
                 continue
             base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-r", "100000", "-q"]
-            subprocess.run(base + bargs + ["-n", str(n // 5)], capture_output=True, timeout=600)
+            # `-n` before the test: redis-benchmark takes every argument after a command's name as
+            # part of that command.
+            subprocess.run(base + ["-n", str(n // 5)] + bargs, capture_output=True, timeout=600)
+            for node in cluster.ports:
+                compare.try_call(node, "CONFIG", "RESETSTAT")
             subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, check=True)
             t0 = time.monotonic()
-            subprocess.run(base + bargs + ["-n", str(n)], capture_output=True, timeout=600, check=True)
+            subprocess.run(base + ["-n", str(n)] + bargs, capture_output=True, timeout=600, check=True)
             secs = time.monotonic() - t0
             for old in tmp.glob("callgrind.out*"):
                 if old != out:
@@ -106,7 +125,9 @@ def main() -> int:
             if not dumps:
                 raise RuntimeError("callgrind wrote no dump")
             ir = total_ir(dumps[-1])
-            print(f"{name:28s} {ir / n:8.0f} instructions/request  ({n} requests, {secs:.0f} s)", flush=True)
+            calls = master_calls(cluster.ports)
+            print(f"{name:28s} {ir / n:8.0f} instructions/request  ({n} requests, {secs:.0f} s, "
+                  f"{calls / n:.2f} commands on the masters per request)", flush=True)
             if args.top:
                 print(top(dumps[-1], n, args.top, args.inclusive), flush=True)
         return 0
