@@ -13,6 +13,10 @@ median ops/s (min..max), the paired ratio proxy/direct, p50/p99 latency, the pro
 per case through /proc/PID/clear_refs). A memory run holds 10,000 idle client connections open
 (RSS per connection) and moves one 64 MB value through the proxy and directly.
 
+Client scaling: SET and GET at -P 1 with 500 and 5,000 clients, reported as the proxy's requests
+per proxy CPU-second against the -c 50 -P 1 figure of the same run. With one client, the added
+p50 latency is also given as a ratio of the direct p50. `--list` prints the case names.
+
 The results table is printed, written to benches/RESULTS.md and spliced into benches/README.md.
 Every process it starts is stopped by PID, and the temp dir removed, on any exit.
 
@@ -25,6 +29,7 @@ import argparse
 import datetime
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -251,12 +256,16 @@ class Cluster:
     formed_by: str
     # The masters' PIDs: their CPU per request is the in-run yardstick for the proxy's.
     master_pids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
+def start_cluster(procs: Procs, tmp: Path, slotproxy: Path, maxclients: int = 10_000) -> Cluster:
+    """`maxclients` is passed to every redis-server and checked afterwards: Redis silently lowers
+    it when RLIMIT_NOFILE (inherited from this script) cannot hold maxclients + 32 descriptors."""
     base = pick_base_port()
     ports = list(range(base, base + 6))
     pids = []
+    warnings = []
     for port in ports:
         d = tmp / f"node-{port}"
         d.mkdir()
@@ -266,13 +275,24 @@ def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
                 "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
                 "--cluster-node-timeout", "5000", "--dir", str(d), "--save", "",
                 "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
-                "--logfile", str(d / "redis.log"),
+                "--logfile", str(d / "redis.log"), "--maxclients", str(maxclients),
             ],
             d / "stdout.log",
         )
         pids.append(p.pid)
     for port in ports:
         wait_until(f"redis-server on {port}", lambda port=port: try_call(port, "PING") == "PONG", 10)
+    low = {}
+    for port in ports:
+        got = try_call(port, "CONFIG", "GET", "maxclients")
+        actual = int(got[1]) if isinstance(got, list) and len(got) == 2 else -1
+        if actual < maxclients:
+            low[port] = actual
+    if low:
+        warnings.append(f"redis-server maxclients is {', '.join(sorted({str(v) for v in low.values()}))} "
+                        f"on {len(low)} of the 6 nodes, asked for {maxclients} (RLIMIT_NOFILE too low for "
+                        f"maxclients + 32?): direct runs with many clients may be refused connections")
+        log("WARNING: " + warnings[-1])
 
     nodes = [f"127.0.0.1:{p}" for p in ports]
     help_text = subprocess.run([str(slotproxy), "bootstrap", "--help"], capture_output=True, text=True).stdout
@@ -302,7 +322,7 @@ def start_cluster(procs: Procs, tmp: Path, slotproxy: Path) -> Cluster:
     wait_until("cluster_state:ok on all six nodes with replicas in sync", formed, 60, 0.5)
     masters = [pid for port, pid in zip(ports, pids)
                if b"role:master" in (try_call(port, "INFO", "replication") or b"")]
-    return Cluster(ports, pids, formed_by, masters)
+    return Cluster(ports, pids, formed_by, masters, warnings)
 
 
 def start_proxy(procs: Procs, tmp: Path, slotproxy: Path, cluster: Cluster, threads: int,
@@ -361,6 +381,9 @@ class Case:
     requests: int
     variants: list[Variant]
     note: str = ""
+    # For the client-scaling cases: the case whose requests per proxy CPU-second this one's is
+    # reported against ("GET -c 50 -P 1").
+    baseline: str = ""
 
 
 # redis-benchmark --cluster runs one thread per node, and a threaded redis-benchmark stops only
@@ -371,6 +394,36 @@ class Case:
 # the report gives the bound per case. (At the earlier ~1 s runs it hid up to a quarter of the
 # direct side's GET -P 16 throughput and so flattered the proxy's ratio.)
 TIMER_GRID_S = 0.25
+SCALING_CLIENTS = (500, 5000)
+# Target for the scaling section: requests per proxy CPU-second at many clients within 20% of
+# the -c 50 figure; and for -c 1, the added p50 at most this fraction of the direct p50.
+SCALING_TARGET = 0.80
+ADDED_P50_TARGET = 0.6
+# File descriptors redis-benchmark needs beyond one per client (its event loop, the cluster
+# config fetch, stdio).
+NOFILE_SLACK = 64
+
+
+def only_matches(only: str, name: str) -> bool:
+    """Whether --only selects the case `name`: `only` occurs in the name, and a number at either
+    end of it matches whole, so '-c 50' selects -c 50 but not -c 500 or -c 5000, and 'c 500'
+    selects -c 500 but not -c 5000."""
+    if not only:
+        return True
+    pat = re.escape(only)
+    if only[0].isdigit():
+        pat = r"(?<!\d)" + pat
+    if only[-1].isdigit():
+        pat += r"(?!\d)"
+    return re.search(pat, name) is not None
+
+
+def select_cases(all_cases: list[Case], only: str) -> list[Case]:
+    """The cases --only selects, plus the -c 50 -P 1 baseline of any selected scaling case (its
+    ratio is against the same run's baseline), in build_cases' order."""
+    chosen = {c.name for c in all_cases if only_matches(only, c.name)}
+    chosen |= {c.baseline for c in all_cases if c.name in chosen and c.baseline}
+    return [c for c in all_cases if c.name in chosen]
 
 
 def build_cases(scale: float) -> list[Case]:
@@ -397,6 +450,17 @@ def build_cases(scale: float) -> list[Case]:
             "across slots (split into up to 10 per-slot MSETs); both proxy ratios are against the "
             "direct one-slot MSET.",
         ))
+    # Client scaling at -P 1: the same request count as -c 50 -P 1 (direct runs of about 3 s or
+    # more on 2 cores). Direct, redis-benchmark --cluster splits the -c clients over its one
+    # thread per master (about c/3 connections to each of the 3 masters, under their maxclients);
+    # through the proxy, all c connect to the proxy (max_clients 12000 in its config), which
+    # keeps its own few connections per node. redis-benchmark needs RLIMIT_NOFILE above c: main()
+    # raises it before any case runs.
+    for c in SCALING_CLIENTS:
+        for name, args in [("SET", set_), ("GET", get)]:
+            cases.append(Case(f"{name} -c {c} -P 1", c, 1, n(250_000),
+                              [Variant("direct", name, args), Variant("proxy", name, args)],
+                              baseline=f"{name} -c 50 -P 1"))
     for name, args in [("SET", set_), ("GET", get)]:
         cases.append(Case(f"{name} -c 1 -P 1", 1, 1, n(25_000),
                           [Variant("direct", name, args), Variant("proxy", name, args)]))
@@ -437,6 +501,10 @@ def bench(case: Case, v: Variant, port: int, repeat: int, proxy_pid: int | None,
     if v.side == "direct":
         argv.append("--cluster")
     argv += v.args
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if nofile != resource.RLIM_INFINITY and nofile < case.clients + NOFILE_SLACK:
+        raise RuntimeError(f"{case.name}: RLIMIT_NOFILE {nofile} is too low for {case.clients} "
+                           f"redis-benchmark clients (raise the hard limit: ulimit -Hn)")
     ticks0 = cpu_ticks(proxy_pid) if proxy_pid else 0
     masters0 = sum(cpu_ticks(p) for p in master_pids)
     busy0 = machine_busy_ticks()
@@ -645,9 +713,58 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
         d = {r.repeat: r for r in runs if r.case == case.name and r.side == "direct"}
         diffs = [(r.p50_ms - d[r.repeat].p50_ms) * 1000 for r in runs
                  if r.case == case.name and r.side == "proxy" and r.repeat in d]
+        rel = [(r.p50_ms - d[r.repeat].p50_ms) / d[r.repeat].p50_ms for r in runs
+               if r.case == case.name and r.side == "proxy" and r.repeat in d and d[r.repeat].p50_ms > 0]
         if diffs:
-            L.append(f"- Added p50 latency, {case.name}: **{med(diffs):.0f} µs** "
-                     f"(paired, {min(diffs):.0f}..{max(diffs):.0f} µs)")
+            line = (f"- Added p50 latency, {case.name}: **{med(diffs):.0f} µs** "
+                    f"(paired, {min(diffs):.0f}..{max(diffs):.0f} µs)")
+            if rel:
+                dp50 = med([r.p50_ms for r in d.values()]) * 1000
+                line += (f"; added p50 / direct p50: **{med(rel):.2f}x** ({min(rel):.2f}..{max(rel):.2f}, "
+                         f"paired; direct p50 {dp50:.0f} µs; target <= {ADDED_P50_TARGET}x)")
+            L.append(line)
+    one_client = {c.name for c in cases if c.clients == 1}
+    if any(r.case in one_client for r in runs):
+        L.append("- redis-benchmark's percentiles come from its latency histogram in steps of 8 µs at "
+                 "these latencies (p50 values like 0.023, 0.031, 0.039, 0.047 ms): with a direct p50 of "
+                 "23 µs the added-p50 ratio can only be 0.35x, 0.70x, 1.04x, ..., so read it as a step, "
+                 "and over several repeats.")
+    # Client scaling: the proxy's requests per CPU-second with many clients against -c 50.
+    scaling = {}
+    for case in cases:
+        if not case.baseline:
+            continue
+        per_cpu = [r.requests / r.proxy_cpu_s for r in runs
+                   if r.case == case.name and r.side == "proxy" and r.proxy_cpu_s]
+        base = [r.requests / r.proxy_cpu_s for r in runs
+                if r.case == case.baseline and r.side == "proxy" and r.proxy_cpu_s]
+        if per_cpu and base:
+            scaling.setdefault(case.baseline, []).append((case, med(per_cpu), med(base)))
+    S = []
+    if scaling:
+        S.append("Scaling with clients (requests per proxy CPU-second, median of the repeats, "
+                 "against the same run's -c 50 -P 1 figure):")
+        S.append("")
+        for base_name, items in scaling.items():
+            op = base_name.split()[0]
+            parts = [f"-c {c.clients} **{x / b:.2f}x** ({fmt_rps(x)})" for c, x, b in items]
+            worst = min(x / b for _, x, b in items)
+            verdict = "met" if worst >= SCALING_TARGET else "NOT met"
+            thin = [f"-c {c.clients}: {c.requests / c.clients:.1f}" for c, _, _ in items
+                    if c.requests < 20 * c.clients]
+            S.append(f"- {op}: " + ", ".join(parts) + f" of -c 50 ({fmt_rps(items[0][2])}) "
+                     f"(target: within 20%, i.e. >= {SCALING_TARGET:.2f}x: {verdict})"
+                     + (f"; too few requests per client to mean much ({', '.join(thin)}): connecting "
+                        "dominates the proxy's CPU, raise --scale" if thin else ""))
+        S.append("- Direct, `redis-benchmark --cluster` splits the clients over its one thread per "
+                 "master (about a third of them connect to each master); through the proxy "
+                 "all of them are the proxy's clients, and it keeps its own few connections per node. "
+                 "redis-benchmark opens its clients before it starts the clock (through the proxy, "
+                 "64 at a time with a 50 ms pause), so connecting is not in ops/s, but the proxy's "
+                 "accepts and closes are in its CPU seconds: on the 2-core machine this was written "
+                 "on, about 40 µs of proxy CPU per connection, some 0.2 s against about 4 s for the "
+                 "250,000 requests at -c 5000 (a ratio about 5% low), and most of the figure at a "
+                 "small --scale.")
     grid = []
     for case in cases:
         secs = [r.requests / r.rps for r in runs if r.case == case.name and r.side == "direct" and r.rps]
@@ -674,7 +791,11 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
     L.append("- Peak RSS is the proxy's VmHWM over that case's proxy runs (reset per case).")
     if errs:
         L.append("- redis-benchmark reported errors: " + "; ".join(errs))
+    for w in meta.get("warnings", []):
+        L.append(f"- **Warning**: {w}")
     L.append("")
+    if S:
+        L += S + [""]
     if mem:
         L.append("| memory | value |")
         L.append("|---|---|")
@@ -732,7 +853,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant (alternating A B A B)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every run's request count")
-    ap.add_argument("--only", default="", help="run only cases whose name contains this (e.g. 'GET -c 50')")
+    ap.add_argument("--only", default="",
+                    help="run only cases whose name contains this (e.g. 'GET -c 50'); a number at either "
+                         "end matches whole ('c 500' is not 'c 5000'); a selected client-scaling case "
+                         "brings its -c 50 -P 1 baseline along")
+    ap.add_argument("--list", action="store_true",
+                    help="print the case names (those --only selects, if given) and exit")
     # One worker by default: on the 2-core machine this runs on, the load generator and six
     # redis-servers share the cores with the proxy, and one worker measured best there (and is
     # how the predixy reference in issue 5 was measured). 0 gives the proxy's own default.
@@ -752,6 +878,18 @@ def main() -> int:
                          "(for profiling by hand), then clean up")
     args = ap.parse_args()
 
+    if args.list:
+        for c in select_cases(build_cases(args.scale), args.only):
+            print(f"{c.name:<26} -c {c.clients:<5} -P {c.pipeline:<3} -n {c.requests:<8} "
+                  + ", ".join(f"{v.side}: {v.label}" for v in c.variants))
+        return 0
+
+    # Before the build, so a mistyped --only costs nothing.
+    cases = select_cases(build_cases(args.scale), args.only)
+    if not cases and not args.hold:
+        log(f"no case matches --only {args.only!r} (see --list)")
+        return 2
+
     for tool in ("redis-server", "redis-cli", "redis-benchmark"):
         if not shutil.which(tool):
             log(f"{tool} not found: install Debian's redis-server and redis-tools packages")
@@ -761,10 +899,25 @@ def main() -> int:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     slotproxy = (args.slotproxy or ROOT / "target" / "release" / "slotproxy").resolve()
 
-    nofile = raise_nofile(args.idle_conns + 2048)  # inherited by the proxy
+    max_clients = max((c.clients for c in cases), default=0)
+    # Inherited by the proxy, the redis-servers (maxclients + 32 each) and redis-benchmark (one
+    # descriptor per client).
+    nofile = raise_nofile(max(args.idle_conns, max_clients, 10_000) + 2048)
     if nofile < args.idle_conns + 1024:
         log(f"RLIMIT_NOFILE is {nofile}; lowering --idle-conns to fit")
         args.idle_conns = max(0, nofile - 1024)
+    too_many = [c.name for c in cases if c.clients + NOFILE_SLACK > nofile]
+    warnings = []
+    if too_many:
+        warnings.append(f"not run: {', '.join(too_many)}: RLIMIT_NOFILE is {nofile} (hard limit "
+                        f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]}), too low for that many "
+                        f"redis-benchmark clients")
+        log("WARNING: " + warnings[-1])
+        cases = [c for c in cases if c.name not in too_many]
+    # redis-server's maxclients: the direct clients on one master (redis-benchmark --cluster puts
+    # about a third of -c on each, but allow all of them) plus the proxy's and the replicas'
+    # connections, never below Redis's default of 10000.
+    redis_maxclients = max(10_000, max_clients + 1024)
 
     # Turn SIGTERM/SIGHUP into SystemExit so the finally block cleans up.
     def on_signal(signum, _frame):
@@ -777,7 +930,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="slotproxy-compare-"))
     runs: list[Run] = []
     try:
-        cluster = start_cluster(procs, tmp, slotproxy)
+        cluster = start_cluster(procs, tmp, slotproxy, redis_maxclients)
         proxy = start_proxy(procs, tmp, slotproxy, cluster, args.worker_threads, args.runtime)
         proxy_port, proxy_pid = proxy.port, proxy.pid
         log(f"cluster on {cluster.ports[0]}..{cluster.ports[-1]}, slotproxy pid {proxy_pid} on {proxy_port}")
@@ -787,7 +940,6 @@ def main() -> int:
             time.sleep(args.hold)
             return 0
 
-        cases = [c for c in build_cases(args.scale) if args.only in c.name]
         peak_rss: dict[str, int] = {}
         for case in cases:
             reset_peak_rss(proxy_pid)
@@ -832,6 +984,7 @@ def main() -> int:
             "command": "python3 benches/compare.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
             "repeats": args.repeats,
             "peak_rss_kb": peak_rss,
+            "warnings": warnings + cluster.warnings,
         }
         summary = report(cases, runs, mem, big, meta)
         print(summary)
