@@ -35,14 +35,20 @@ CASES = [
     ("SET -c 50 -P 1", ["-c", "50", "-t", "set"], 20_000),
     ("GET -c 50 -P 16", ["-c", "50", "-P", "16", "-t", "get"], 100_000),
     ("SET -c 50 -P 16", ["-c", "50", "-P", "16", "-t", "set"], 100_000),
+    ("GET -c 500 -P 1", ["-c", "500", "-t", "get"], 50_000),
+    ("GET -c 5000 -P 1", ["-c", "5000", "-t", "get"], 200_000),
     ("MSET 10 slots -c 50 -P 16", ["-c", "50", "-P", "16", *compare.mset_args(10, False)], 20_000),
 ]
 
 
-def total_ir(path: Path) -> int:
+def totals(path: Path) -> dict[str, int]:
+    """The dump's event totals by name (Ir; with the cache simulation also Dr, D1mr, DLmr, ...)."""
+    events: list[str] = []
     for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
         if line.startswith("summary:") or line.startswith("totals:"):
-            return int(line.split()[1])
+            return dict(zip(events, map(int, line.split()[1:])))
     raise RuntimeError(f"no totals in {path}")
 
 
@@ -82,6 +88,9 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=0, help="print this many top functions per case")
     ap.add_argument("--inclusive", action="store_true", help="--top by inclusive cost (default: self)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (callgrind files)")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches (callgrind --cache-sim=yes): data read/write misses "
+                         "of the first-level and last-level cache per request")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "redis-server", "redis-benchmark"):
         if not shutil.which(tool):
@@ -98,6 +107,7 @@ def main() -> int:
         out = tmp / "callgrind.out"
         p = procs.start([
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+            *(["--cache-sim=yes"] if args.cache_sim else []),
             str(slotproxy), "serve", "--config", str(conf), "--listen", f"127.0.0.1:{port}",
             "--seed", f"127.0.0.1:{cluster.ports[0]}", "--log-level", "warn", "--worker-threads", "1",
         ], tmp / "proxy.log")
@@ -124,10 +134,14 @@ def main() -> int:
             dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
             if not dumps:
                 raise RuntimeError("callgrind wrote no dump")
-            ir = total_ir(dumps[-1])
+            t = totals(dumps[-1])
+            ir = t["Ir"]
             calls = master_calls(cluster.ports)
             print(f"{name:28s} {ir / n:8.0f} instructions/request  ({n} requests, {secs:.0f} s, "
                   f"{calls / n:.2f} commands on the masters per request)", flush=True)
+            if args.cache_sim:
+                print(f"{'':28s} data misses per request: first level {(t['D1mr'] + t['D1mw']) / n:.1f}, "
+                      f"last level {(t['DLmr'] + t['DLmw']) / n:.1f}", flush=True)
             if args.top:
                 print(top(dumps[-1], n, args.top, args.inclusive), flush=True)
         return 0

@@ -63,12 +63,14 @@ pub(super) async fn halves_until_killed(
     let (reader_waker, writer_waker, kill_waker) = (waker(READER), waker(WRITER), waker(KILL));
     let (mut reader, mut writer, mut killed) = (pin!(reader), pin!(writer), pin!(killed));
     let mut done = 0u8;
+    // The task's waker as last stored in `shared`: the lock is taken only when it changes
+    // (never, on a current-thread runtime).
+    let mut stored: Option<Waker> = None;
     poll_fn(|cx| {
-        {
-            let mut task = shared.task.lock().unwrap_or_else(|e| e.into_inner());
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
+        if !stored.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let w = cx.waker().clone();
+            *shared.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
+            stored = Some(w);
         }
         let woken = shared.woken.swap(0, Ordering::AcqRel) & !done;
         if woken & KILL != 0

@@ -62,13 +62,13 @@ pub(super) async fn write_loop(
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
                 }
-                (b.finish(&proxy).await, false)
+                (Box::pin(b.finish(&proxy)).await, false)
             }
             Pending::Wait(w) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
                 }
-                (w.finish(&proxy).await, false)
+                (Box::pin(w.finish(&proxy)).await, false)
             }
             Pending::Close(b) => (b, true),
             Pending::Forward(f, client) => match reply {
@@ -77,20 +77,20 @@ pub(super) async fn write_loop(
                     if !out.is_empty() && !flush(&mut write, &mut out).await {
                         return;
                     }
-                    (f.finish(&proxy, client, reply).await, false)
+                    (Box::pin(f.finish(&proxy, client, reply)).await, false)
                 }
             },
             Pending::Scan(f, client) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
                 }
-                (f.finish(&proxy, client).await, false)
+                (Box::pin(f.finish(&proxy, client)).await, false)
             }
             Pending::Fanout(f, client) => {
                 if !out.is_empty() && !flush(&mut write, &mut out).await {
                     return;
                 }
-                (f.finish(&proxy, client).await, false)
+                (Box::pin(f.finish(&proxy, client)).await, false)
             }
             Pending::Direct(mut rx, addr) | Pending::Blocked(mut rx, addr) => {
                 let r = match rx.try_recv() {
