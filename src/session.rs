@@ -8,7 +8,7 @@
 //! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
 //! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
 //! gets a dedicated connection so it blocks no one else.
-use crate::backend::conn::{BackendConn, ReplyResult, ReplyRx, ReplySink, ReplyTo};
+use crate::backend::conn::{BackendConn, ReplyRx, ReplySink, ReplyTo};
 use crate::backend::BackendError;
 use crate::clients::ClientEntry;
 use crate::cluster::slot::key_slot;

@@ -12,38 +12,37 @@ pub(super) async fn write_loop(
 ) {
     // Allocated on the first reply, sized by what is written: idle clients hold no buffer.
     let mut out = BytesMut::new();
-    let mut next: Option<(Owed, Option<ReplyResult>)> = None;
     // The slow log's limit and clock, read once per batch of ready replies (not per reply).
     let mut slow = SlowClock::default();
     loop {
-        let ((pending, timed), reply) = match next.take() {
+        // Taken straight off the queue (no `Option` in between: each move of an item is a
+        // `memcpy` of ~150 bytes).
+        let ((pending, timed), reply) = match queue.try_pop() {
             Some(p) => p,
-            None => match queue.try_pop() {
-                Some(p) => p,
-                None => {
-                    slow = SlowClock::default(); // about to wait: the next batch reads anew
-                    if !out.is_empty() {
-                        // Replies are ready but the next is not in yet: let the backend
-                        // connections run once first, so that a pipeline spread over several
-                        // nodes usually goes back in one write rather than one per node. With
-                        // nothing else owed (one request at a time) there is nothing to wait for.
-                        if !queue.is_empty() {
-                            tokio::task::yield_now().await;
-                            if let Some(p) = queue.try_pop() {
-                                next = Some(p);
-                                continue;
-                            }
-                        }
-                        if !flush(&mut write, &mut out).await {
-                            return;
-                        }
+            None => {
+                slow = SlowClock::default(); // about to wait: the next batch reads anew
+                let mut ready = None;
+                if !out.is_empty() {
+                    // Replies are ready but the next is not in yet: let the backend
+                    // connections run once first, so that a pipeline spread over several
+                    // nodes usually goes back in one write rather than one per node. With
+                    // nothing else owed (one request at a time) there is nothing to wait for.
+                    if !queue.is_empty() {
+                        tokio::task::yield_now().await;
+                        ready = queue.try_pop();
                     }
-                    match queue.pop().await {
-                        Some(p) => p,
-                        None => return,
+                    if ready.is_none() && !flush(&mut write, &mut out).await {
+                        return;
                     }
                 }
-            },
+                match ready {
+                    Some(p) => p,
+                    None => match queue.pop().await {
+                        Some(p) => p,
+                        None => return,
+                    },
+                }
+            }
         };
         // The bytes counted against the client's budget when this reply arrived.
         let charged = match &reply {
@@ -145,7 +144,6 @@ pub(super) async fn write_loop(
         if out.len() >= 64 * 1024 && !flush(&mut write, &mut out).await {
             return;
         }
-        next = queue.try_pop();
     }
 }
 
