@@ -101,6 +101,15 @@ class Procs:
         self.started.clear()
 
 
+def clean_up(procs: Procs, tmp: Path, keep: bool) -> None:
+    """Stops every process started, by PID, and removes the temp dir unless asked to keep it."""
+    procs.stop_all()
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def cpu_ticks(pid: int) -> int:
     """utime + stime of every thread of `pid`, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
@@ -992,11 +1001,7 @@ def main() -> int:
             write_outputs(summary, raw_table(runs))
         return 0
     finally:
-        procs.stop_all()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(procs, tmp, args.keep)
 
 
 if __name__ == "__main__":

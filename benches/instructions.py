@@ -146,11 +146,7 @@ def main() -> int:
                 print(top(dumps[-1], n, args.top, args.inclusive), flush=True)
         return 0
     finally:
-        procs.stop_all()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        compare.clean_up(procs, tmp, args.keep)
 
 
 if __name__ == "__main__":
