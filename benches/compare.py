@@ -673,7 +673,7 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
     L.append(f"Date: {meta['date']}  ")
     L.append(f"Machine: {meta['machine']}  ")
     L.append(f"Proxy: slotproxy {meta['commit']}, release build, runtime {meta['runtime'] or 'default'}, "
-             f"{meta['threads'] or 'default (one per core)'} worker threads, metrics off; "
+             f"{meta['threads'] or 'the default'} worker threads (the default: one per core, one on 2 cores or fewer), metrics off; "
              f"cluster formed by {meta['formed_by']}  ")
     L.append(f"Command: `{meta['command']}`  ")
     L.append(f"Repeats: {meta['repeats']} per variant, alternating direct and proxy runs; "
@@ -872,7 +872,7 @@ def main() -> int:
     # redis-servers share the cores with the proxy, and one worker measured best there (and is
     # how the predixy reference in issue 5 was measured). 0 gives the proxy's own default.
     ap.add_argument("--worker-threads", type=int, default=1,
-                    help="slotproxy --worker-threads (default 1; 0: the proxy's default, one per core)")
+                    help="slotproxy --worker-threads (default 1; 0: the proxy's default, one per core, one on 2 cores or fewer)")
     ap.add_argument("--runtime", default="", help="slotproxy --runtime (per-core or work-stealing; default: its own)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--slotproxy", type=Path, default=None,
