@@ -8,16 +8,51 @@
 //! ([`ReplySink::complete`]). The consumer only gets items whose reply is in, in order. This is
 //! the per-request path with no channel and no allocation of its own.
 //!
+//! A reply that arrives while the writer is idle (parked in [`ReplyQueue::pop`], nothing of
+//! its own to write) and goes out as it is is written by the task that has it, the backend
+//! connection's, without waking the writer: [`ReplySink::complete_batched`] takes it off the
+//! queue and [`ReplySink::flush`] writes every reply a backend read brought for the client in
+//! one `writev` (see [`DirectOut`]). What that write leaves (a full socket buffer) the writer
+//! takes first, before any later item, so the order holds.
+//!
 //! It also counts the bytes of those replies until the writer has written them
 //! ([`ReplyQueue::finished`]): an item that awaits a reply is queued only while the client's
 //! [`Account`] has room under its [`Budget`], so a client that reads slowly stops being read
 //! instead of making the proxy buffer its replies (see [`crate::reply_memory`] for the bound).
 use crate::backend::conn::{ReplyResult, ReplySink};
 use crate::reply_memory::{Account, Budget, Room};
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Mutex;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
+
+/// The client's socket and bookkeeping, for replies written where they arrive.
+pub trait DirectOut<T>: Send + Sync {
+    /// Whether `item`'s node reply goes to the client exactly as it is (nothing for the
+    /// writer to do but write it).
+    fn is_plain(&self, item: &T, reply: &[u8]) -> bool;
+    /// `item` was answered with `reply`: what the writer notes per reply (metrics, slow log).
+    fn answered(&self, item: T, reply: &[u8]);
+    /// One write attempt that never waits.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// What [`ReplyQueue::pop`] found.
+#[derive(Debug, PartialEq)]
+pub enum Popped<T> {
+    /// The front item, with its node reply if it awaited one.
+    Item(T, Option<ReplyResult>),
+    /// Replies written where they arrived left bytes behind: they are in the writer's buffer
+    /// now, to be written before anything else.
+    Unwritten,
+    /// The producer side closed and everything is drained.
+    Closed,
+}
+
+/// Replies larger than this always go through the writer (which writes them uncopied).
+const DIRECT_LIMIT: usize = 64 * 1024;
 
 pub struct ReplyQueue<T> {
     inner: Mutex<Inner<T>>,
@@ -56,6 +91,10 @@ struct Inner<T> {
     closed_by_consumer: bool,
     /// Bytes of node replies owed to the client.
     account: Account,
+    /// Where replies may be written without the writer (plain TCP clients).
+    direct: Option<Arc<dyn DirectOut<T>>>,
+    /// Replies taken off the queue for the direct path and not written yet, in order.
+    unwritten: Vec<Bytes>,
 }
 
 impl<T> Inner<T> {
@@ -107,6 +146,8 @@ impl<T> ReplyQueue<T> {
                 closed_by_producer: false,
                 closed_by_consumer: false,
                 account: Account::default(),
+                direct: None,
+                unwritten: Vec::new(),
             }),
             cap: cap.max(1),
             budget,
@@ -207,10 +248,24 @@ impl<T> ReplyQueue<T> {
         Ok(Some(seq))
     }
 
-    /// The front item and its node reply (`None` if it awaited none), if it is ready; never
-    /// waits.
-    pub fn try_pop(&self) -> Option<(T, Option<ReplyResult>)> {
+    /// Lets replies be written where they arrive, through `out`, while the writer is idle.
+    pub fn set_direct(&self, out: Arc<dyn DirectOut<T>>) {
         let mut g = self.lock();
+        if !g.closed_by_consumer {
+            g.direct = Some(out);
+        }
+    }
+
+    /// The front item and its node reply (`None` if it awaited none), if it is ready; never
+    /// waits. Bytes the direct path left unwritten are appended to `out` first: they come
+    /// before any item still queued.
+    pub fn try_pop(&self, out: &mut BytesMut) -> Option<(T, Option<ReplyResult>)> {
+        let mut g = self.lock();
+        if !g.unwritten.is_empty() {
+            for b in g.unwritten.drain(..) {
+                out.extend_from_slice(&b);
+            }
+        }
         if !g.front_ready() {
             return None;
         }
@@ -266,21 +321,24 @@ impl<T> ReplyQueue<T> {
         self.lock().items.is_empty()
     }
 
-    /// The front item once it is ready, waiting for it; `None` once the producer side closed
-    /// and all is drained.
-    pub async fn pop(&self) -> Option<(T, Option<ReplyResult>)> {
+    /// The front item once it is ready, waiting for it (see [`Popped`]). Call it only with
+    /// `out` written: while it waits, replies may be written where they arrive.
+    pub async fn pop(&self, out: &mut BytesMut) -> Popped<T> {
         poll_fn(|cx| {
-            if let Some(item) = self.try_pop() {
-                return Poll::Ready(Some(item));
+            if let Some((item, reply)) = self.try_pop(out) {
+                return Poll::Ready(Popped::Item(item, reply));
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Popped::Unwritten);
             }
             let mut g = self.lock();
-            if g.front_ready() {
-                // Became ready between the two locks: take it on the next poll.
+            if g.front_ready() || !g.unwritten.is_empty() {
+                // Changed between the two locks: take it on the next poll.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             if g.items.is_empty() && g.closed_by_producer {
-                return Poll::Ready(None);
+                return Poll::Ready(Popped::Closed);
             }
             g.consumer = Some(cx.waker().clone());
             Poll::Pending
@@ -295,10 +353,13 @@ impl<T> ReplyQueue<T> {
         g.wake_consumer();
     }
 
-    /// The consumer is gone: waiting and future pushes answer `false`.
+    /// The consumer is gone: waiting and future pushes answer `false`, and nothing more is
+    /// written where it arrives (the socket is let go).
     pub fn close_consumer(&self) {
         let mut g = self.lock();
         g.closed_by_consumer = true;
+        g.direct = None;
+        g.unwritten = Vec::new();
         if let Some(w) = g.settling.take() {
             w.wake();
         }
@@ -310,24 +371,140 @@ impl<T> ReplyQueue<T> {
     }
 }
 
-impl<T: Send> ReplySink for ReplyQueue<T> {
-    fn complete(&self, seq: u64, reply: ReplyResult) {
+impl<T: Send + 'static> ReplyQueue<T> {
+    /// Delivers a node reply into slot `seq`. With `batched`, a reply for the front item
+    /// while the writer is idle is taken off the queue for the direct path (and so is each
+    /// ready one after it): `true` then, and the caller must [`flush`](ReplySink::flush).
+    fn deliver(&self, seq: u64, reply: ReplyResult, batched: bool) -> bool {
         let mut g = self.lock();
         let Some(i) = seq.checked_sub(g.head) else {
-            return;
+            return false;
         };
         let Some(entry) = g.items.get_mut(i as usize) else {
-            return;
+            return false;
         };
-        if matches!(entry.reply, Slot::Waiting) {
-            let len = reply.as_ref().map_or(0, |b| b.len());
-            entry.reply = Slot::Arrived(reply);
-            if i == 0 {
+        if !matches!(entry.reply, Slot::Waiting) {
+            return false;
+        }
+        let len = reply.as_ref().map_or(0, |b| b.len());
+        entry.reply = Slot::Arrived(reply);
+        g.account.arrived(len, &self.budget);
+        let mut direct = false;
+        if i == 0 {
+            if batched && g.consumer.is_some() {
+                direct = g.take_plain(&self.budget);
+            }
+            if g.front_ready() {
                 g.wake_consumer();
             }
-            g.account.arrived(len, &self.budget);
-            g.wake_producers();
         }
+        g.wake_producers();
+        direct
+    }
+}
+
+impl<T> Inner<T> {
+    /// Takes every ready front item whose reply goes out as it is into `unwritten`, doing
+    /// what the writer would for it. Only while the writer is parked with nothing to write.
+    fn take_plain(&mut self, budget: &Budget) -> bool {
+        let Some(d) = &self.direct else {
+            return false;
+        };
+        let mut took = false;
+        while let Some(front) = self.items.front() {
+            let Slot::Arrived(Ok(b)) = &front.reply else {
+                break;
+            };
+            if b.len() >= DIRECT_LIMIT || !d.is_plain(&front.item, b) {
+                break;
+            }
+            let entry = self.items.pop_front().expect("front exists");
+            let Slot::Arrived(Ok(b)) = entry.reply else {
+                unreachable!("checked above")
+            };
+            d.answered(entry.item, &b);
+            self.account.released(b.len(), budget);
+            self.head += 1;
+            self.settled += 1;
+            self.unwritten.push(b);
+            took = true;
+        }
+        if took {
+            if let Some(w) = self.settling.take() {
+                w.wake();
+            }
+            if self.items.is_empty() && self.items.capacity() > KEEP {
+                self.items = VecDeque::new();
+            }
+        }
+        took
+    }
+
+    /// Writes what the direct path took, if the writer is still parked; what does not fit in
+    /// the socket goes to the writer.
+    fn flush_unwritten(&mut self) {
+        if self.unwritten.is_empty() || self.consumer.is_none() {
+            return; // the writer is up and takes them first
+        }
+        let Some(d) = &self.direct else {
+            return;
+        };
+        const AT_ONCE: usize = 64;
+        while !self.unwritten.is_empty() {
+            let mut slices = [IoSlice::new(&[]); AT_ONCE];
+            let n = self.unwritten.len().min(AT_ONCE);
+            for (s, b) in slices.iter_mut().zip(&self.unwritten) {
+                *s = IoSlice::new(b);
+            }
+            let written = match d.try_write_vectored(&slices[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // The client is gone: its writer notices on its next write or when the
+                    // reader ends; nothing more goes this way.
+                    self.unwritten.clear();
+                    self.direct = None;
+                    break;
+                }
+            };
+            let mut left = written;
+            let done = self.unwritten.iter().take_while(|b| {
+                let whole = b.len() <= left;
+                if whole {
+                    left -= b.len();
+                }
+                whole
+            });
+            let done = done.count();
+            self.unwritten.drain(..done);
+            if let Some(b) = self.unwritten.first_mut() {
+                b.advance(left);
+            }
+            if written == 0 {
+                break;
+            }
+        }
+        if self.unwritten.is_empty() {
+            if self.unwritten.capacity() > 16 {
+                self.unwritten = Vec::new();
+            }
+        } else {
+            self.wake_consumer(); // the socket is full: the writer waits for room
+        }
+    }
+}
+
+impl<T: Send + 'static> ReplySink for ReplyQueue<T> {
+    fn complete(&self, seq: u64, reply: ReplyResult) {
+        self.deliver(seq, reply, false);
+    }
+
+    fn complete_batched(&self, seq: u64, reply: ReplyResult) -> bool {
+        self.deliver(seq, reply, true)
+    }
+
+    fn flush(&self) {
+        self.lock().flush_unwritten();
     }
 
     fn is_closed(&self) -> bool {
@@ -338,7 +515,161 @@ impl<T: Send> ReplySink for ReplyQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::backend::BackendError;
+
+    /// `pop` for a queue with no direct path: an item, or `None` once closed.
+    async fn pop<T>(q: &ReplyQueue<T>) -> Option<(T, Option<ReplyResult>)> {
+        match q.pop(&mut BytesMut::new()).await {
+            Popped::Item(item, reply) => Some((item, reply)),
+            Popped::Closed => None,
+            Popped::Unwritten => panic!("no direct path here"),
+        }
+    }
+
+    /// A client socket that takes at most `room` bytes, one `writev` at a time; items whose
+    /// name starts with `x` are not plain.
+    #[derive(Default)]
+    struct Socket {
+        written: Mutex<Vec<Vec<u8>>>,
+        room: Mutex<usize>,
+        answered: Mutex<Vec<&'static str>>,
+    }
+
+    impl DirectOut<&'static str> for Socket {
+        fn is_plain(&self, item: &&'static str, _: &[u8]) -> bool {
+            !item.starts_with('x')
+        }
+        fn answered(&self, item: &'static str, _: &[u8]) {
+            self.answered.lock().unwrap().push(item);
+        }
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len().min(*room);
+            *room -= n;
+            self.written.lock().unwrap().push(all[..n].to_vec());
+            Ok(n)
+        }
+    }
+
+    fn ok(s: &'static str) -> ReplyResult {
+        Ok(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// A queue with a direct path and a consumer parked in `pop` (as the writer is when it
+    /// has nothing to write).
+    async fn parked(
+        room: usize,
+    ) -> (
+        Arc<ReplyQueue<&'static str>>,
+        Arc<Socket>,
+        tokio::task::JoinHandle<(Popped<&'static str>, BytesMut)>,
+    ) {
+        let q = Arc::new(ReplyQueue::new(16));
+        let socket = Arc::new(Socket::default());
+        *socket.room.lock().unwrap() = room;
+        q.set_direct(socket.clone());
+        let q2 = q.clone();
+        let consumer = tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            let p = q2.pop(&mut out).await;
+            (p, out)
+        });
+        tokio::task::yield_now().await;
+        assert!(!consumer.is_finished());
+        (q, socket, consumer)
+    }
+
+    #[tokio::test]
+    async fn replies_for_an_idle_writer_are_written_where_they_arrive_in_one_write() {
+        let (q, socket, consumer) = parked(1 << 20).await;
+        let a = q.push_awaiting("a").await.unwrap();
+        let b = q.push_awaiting("b").await.unwrap();
+        let c = q.push_awaiting("c").await.unwrap();
+        // b arrives first: it waits for a, and nothing is written yet.
+        assert!(!q.complete_batched(b, ok("+b\r\n")));
+        assert!(
+            q.complete_batched(a, ok("+a\r\n")),
+            "a and b go out directly"
+        );
+        assert!(
+            socket.written.lock().unwrap().is_empty(),
+            "written on flush, not before"
+        );
+        q.flush();
+        assert_eq!(
+            *socket.written.lock().unwrap(),
+            vec![b"+a\r\n+b\r\n".to_vec()]
+        );
+        assert_eq!(*socket.answered.lock().unwrap(), vec!["a", "b"]);
+        tokio::task::yield_now().await;
+        assert!(!consumer.is_finished(), "the writer was not woken");
+        // An error reply (not from a node) goes through the writer, in its place.
+        q.complete_batched(c, Err(BackendError::Lost));
+        let (popped, out) = consumer.await.unwrap();
+        assert_eq!(popped, Popped::Item("c", Some(Err(BackendError::Lost))));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_goes_to_the_writer_before_later_items() {
+        let (q, socket, consumer) = parked(3).await;
+        let a = q.push_awaiting("a").await.unwrap();
+        let b = q.push_awaiting("b").await.unwrap();
+        assert!(q.complete_batched(a, ok("+aaaa\r\n")));
+        q.flush();
+        assert_eq!(*socket.written.lock().unwrap(), vec![b"+aa".to_vec()]);
+        let (popped, mut out) = consumer.await.unwrap();
+        assert_eq!(popped, Popped::Unwritten);
+        assert_eq!(&out[..], b"aa\r\n", "the rest of a, for the writer");
+        // b is not written directly while the writer is up.
+        assert!(!q.complete_batched(b, ok("+b\r\n")));
+        assert_eq!(q.try_pop(&mut out), Some(("b", Some(ok("+b\r\n")))));
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_is_not_plain_wakes_the_writer_and_stops_the_direct_path() {
+        let (q, socket, consumer) = parked(1 << 20).await;
+        let a = q.push_awaiting("a").await.unwrap();
+        let x = q.push_awaiting("x").await.unwrap();
+        let b = q.push_awaiting("b").await.unwrap();
+        assert!(!q.complete_batched(x, ok("-MOVED 1 h:1\r\n")));
+        assert!(!q.complete_batched(b, ok("+b\r\n")));
+        assert!(q.complete_batched(a, ok("+a\r\n")));
+        // x is ready but not plain: the writer is woken for it; a waits in `unwritten`,
+        // which the writer takes first (the flush leaves it to the writer, now up).
+        q.flush();
+        assert!(socket.written.lock().unwrap().is_empty());
+        let (popped, out) = consumer.await.unwrap();
+        assert_eq!(&out[..], b"+a\r\n");
+        assert_eq!(popped, Popped::Item("x", Some(ok("-MOVED 1 h:1\r\n"))));
+        assert_eq!(
+            q.try_pop(&mut BytesMut::new()),
+            Some(("b", Some(ok("+b\r\n"))))
+        );
+    }
+
+    #[tokio::test]
+    async fn no_direct_path_once_the_consumer_is_gone_or_unbatched() {
+        let (q, socket, consumer) = parked(1 << 20).await;
+        let a = q.push_awaiting("a").await.unwrap();
+        q.complete(a, ok("+a\r\n"));
+        let (popped, _) = consumer.await.unwrap();
+        assert_eq!(popped, Popped::Item("a", Some(ok("+a\r\n"))));
+        let b = q.push_awaiting("b").await.unwrap();
+        q.close_consumer();
+        assert!(!q.complete_batched(b, ok("+b\r\n")));
+        q.flush();
+        assert!(socket.written.lock().unwrap().is_empty());
+        assert_eq!(
+            Arc::strong_count(&socket),
+            1,
+            "the queue let go of the socket"
+        );
+    }
 
     #[tokio::test]
     async fn fifo_backpressure_and_close() {
@@ -350,12 +681,12 @@ mod tests {
         let producer = tokio::spawn(async move { q2.push(3).await });
         tokio::task::yield_now().await;
         assert!(!producer.is_finished());
-        assert_eq!(q.pop().await, Some((1, None)));
+        assert_eq!(pop(&q).await, Some((1, None)));
         assert!(producer.await.unwrap());
-        assert_eq!(q.try_pop(), Some((2, None)));
-        assert_eq!(q.pop().await, Some((3, None)));
+        assert_eq!(q.try_pop(&mut BytesMut::new()), Some((2, None)));
+        assert_eq!(pop(&q).await, Some((3, None)));
         q.close_producer();
-        assert_eq!(q.pop().await, None);
+        assert_eq!(pop(&q).await, None);
         q.close_consumer();
         assert!(!q.push(4).await);
     }
@@ -364,7 +695,7 @@ mod tests {
     async fn a_waiting_consumer_is_woken() {
         let q = Arc::new(ReplyQueue::new(4));
         let q2 = q.clone();
-        let consumer = tokio::spawn(async move { q2.pop().await });
+        let consumer = tokio::spawn(async move { pop(&q2).await });
         tokio::task::yield_now().await;
         assert!(q.push(7).await);
         assert_eq!(consumer.await.unwrap(), Some((7, None)));
@@ -381,12 +712,15 @@ mod tests {
         assert!(q.push("b").await);
         let c = q.push_awaiting("c").await.unwrap();
         assert_eq!((a, c), (0, 2));
-        assert!(q.try_pop().is_none(), "a still waits for its reply");
+        assert!(
+            q.try_pop(&mut BytesMut::new()).is_none(),
+            "a still waits for its reply"
+        );
         // A later reply arriving first does not let anything jump the queue.
         q.complete(c, Err(BackendError::Lost));
-        assert!(q.try_pop().is_none());
+        assert!(q.try_pop(&mut BytesMut::new()).is_none());
         let q2 = q.clone();
-        let consumer = tokio::spawn(async move { q2.pop().await });
+        let consumer = tokio::spawn(async move { pop(&q2).await });
         tokio::task::yield_now().await;
         assert!(!consumer.is_finished());
         q.complete(a, Ok(Bytes::from_static(b"+OK\r\n")));
@@ -396,10 +730,11 @@ mod tests {
             ("a", Bytes::from_static(b"+OK\r\n"))
         );
         assert_eq!(
-            q.try_pop().map(|(i, r)| (i, r.is_none())),
+            q.try_pop(&mut BytesMut::new())
+                .map(|(i, r)| (i, r.is_none())),
             Some(("b", true))
         );
-        let (item, reply) = q.try_pop().unwrap();
+        let (item, reply) = q.try_pop(&mut BytesMut::new()).unwrap();
         assert_eq!((item, reply.unwrap()), ("c", Err(BackendError::Lost)));
         // Stale and unknown sequence numbers are ignored; so is anything after the client left.
         q.complete(a, Ok(Bytes::new()));

@@ -1,7 +1,8 @@
 //! One client connection. The reader half reads as much as the socket holds, frames every
 //! complete request, routes it and sends it on (or answers it locally), and queues a
 //! `Pending` reply per request; the writer half resolves them strictly in request order and
-//! writes every reply that is ready in one syscall. The queue is bounded by count
+//! writes every reply that is ready in one syscall. A plain node reply that arrives while the
+//! writer is idle is written by the backend connection's task that read it (see `direct`). The queue is bounded by count
 //! (`max_pipeline`) and by the bytes of replies owed (see [`crate::reply_memory`]): a client
 //! that does not read its replies stops being read, so memory stays bounded.
 //!
@@ -35,6 +36,7 @@ use writer::write_loop;
 
 mod admin;
 mod client_io;
+mod direct;
 mod halves;
 mod read_buffer;
 mod recent_writes;
@@ -116,7 +118,13 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let sock = Socket::of(&stream);
     let (read, write) = stream.into_split();
-    serve(proxy, sock, read, write).await
+    // Replies may be written by the backend connections' tasks too (see `direct`).
+    serve(proxy, sock, read, |proxy, entry, queue| {
+        let out = Arc::new(direct::ClientOut::new(write, proxy.clone(), entry.clone()));
+        queue.set_direct(out.clone());
+        direct::SharedWrite(out)
+    })
+    .await
 }
 
 /// What `CLIENT LIST` says about a client's socket.
@@ -142,17 +150,22 @@ impl Socket {
 pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
     let sock = Socket::of(stream.get_ref().0);
     let (read, write) = tokio::io::split(stream);
-    serve(proxy, sock, tokio::io::BufReader::new(read), write).await
+    serve(proxy, sock, tokio::io::BufReader::new(read), |_, _, _| {
+        write
+    })
+    .await
 }
 
-async fn serve(
+/// Serves a client: `write` makes the writer's side of its socket once the client is known.
+async fn serve<W: AsyncWrite + Unpin + Send + 'static>(
     proxy: Arc<Proxy>,
     sock: Socket,
     read: impl ClientRead + 'static,
-    write: impl AsyncWrite + Unpin + Send + 'static,
+    write: impl FnOnce(&Arc<Proxy>, &Arc<ClientEntry>, &ReplyQueue<Owed>) -> W,
 ) {
     let (reader, registered) = Reader::new(&proxy, &sock);
     let entry = registered.entry.clone();
+    let write = write(&proxy, &entry, &reader.tx);
     let writing = writer_half(proxy.clone(), write, reader.tx.clone(), entry.clone());
     let mut halves = halves::Halves::spawn(reader_half(reader, read), writing);
     // CLIENT KILL ends both halves at once, whatever they wait for (dropping them aborts them).
@@ -188,8 +201,15 @@ fn writer_half(
     entry: Arc<ClientEntry>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
+        // Closed however the writer ends, aborted included: the queue lets go of the socket.
+        struct Close<'a>(&'a ReplyQueue<Owed>);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                self.0.close_consumer();
+            }
+        }
+        let _close = Close(&queue);
         write_loop(proxy, write, &queue, &entry).await;
-        queue.close_consumer();
     }
 }
 

@@ -289,3 +289,52 @@ fn read_from_replica_serves_gets_from_replicas_and_writes_from_masters() {
         .sum();
     assert_eq!(set_on_masters, 1);
 }
+
+#[test]
+fn replies_that_fill_a_client_socket_it_does_not_read_come_back_whole_and_in_order() {
+    // Replies arriving while the client's writer is idle are written by the backend
+    // connection's task; what a full socket does not take must reach the writer ahead of
+    // every later reply. The client sends 1,500 GETs of 5-40 KB values before reading any.
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let mut c = proxy.client();
+    let keys: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            let len = 5_000 + i * 3_000;
+            (format!("big:{i}"), vec![b'a' + i as u8; len])
+        })
+        .collect();
+    for (k, v) in &keys {
+        let _: () = c.set(k, v).unwrap();
+    }
+    let order: Vec<usize> = (0..1500).map(|i| (i * 7) % keys.len()).collect();
+    let mut req = Vec::new();
+    let mut expected = Vec::new();
+    for &i in &order {
+        let (k, v) = &keys[i];
+        req.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes());
+        expected.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+        expected.extend_from_slice(v);
+        expected.extend_from_slice(b"\r\n");
+    }
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&req).unwrap());
+    // Let the replies pile up in the socket before reading any.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = Vec::with_capacity(expected.len());
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < expected.len() {
+        match s.read(&mut buf) {
+            Ok(k) if k > 0 => got.extend_from_slice(&buf[..k]),
+            r => panic!("after {} of {} bytes: {r:?}", got.len(), expected.len()),
+        }
+    }
+    writer.join().unwrap();
+    let first_difference = got.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        got == expected,
+        "replies differ from the values (first difference at byte {first_difference:?})"
+    );
+}

@@ -9,6 +9,9 @@
 //!
 //! Replies are never held back here for a slow client: each is delivered into its client's
 //! reply queue as soon as it is framed, so the other clients on the connection keep flowing.
+//! A client whose writer is idle has its replies from one read written by this task, in one
+//! `writev` per client after the read's replies are all delivered ([`ReplySink::flush`]),
+//! instead of waking its writer task for them.
 //! The memory that costs is bounded where requests are sent, not here: a client's reader sends
 //! only while the bytes it owes (arrived, plus an estimate per request in flight) are under its
 //! cap, so what one connection can deliver to a client is its cap plus its requests in flight
@@ -47,6 +50,15 @@ pub type ReplyRx = oneshot::Receiver<ReplyResult>;
 pub trait ReplySink: Send + Sync {
     /// Delivers the reply for the slot `seq` (ignored if that slot is gone).
     fn complete(&self, seq: u64, reply: ReplyResult);
+    /// [`complete`](ReplySink::complete), for a reply framed with others from one read: the
+    /// sink may keep it to write along with the others; `true` asks for a
+    /// [`flush`](ReplySink::flush) once the read's replies are all delivered.
+    fn complete_batched(&self, seq: u64, reply: ReplyResult) -> bool {
+        self.complete(seq, reply);
+        false
+    }
+    /// Writes what [`complete_batched`](ReplySink::complete_batched) kept.
+    fn flush(&self) {}
     /// Nobody will read replies any more (the client left).
     fn is_closed(&self) -> bool;
 }
@@ -72,6 +84,24 @@ impl ReplyTo {
 
     pub fn send(mut self, reply: ReplyResult) {
         self.deliver(reply);
+    }
+
+    /// [`send`](ReplyTo::send) for one of the replies framed from a read: a sink that asks to
+    /// be flushed once they are all delivered is added to `dirty` (once, if it is the last).
+    pub fn send_batched(mut self, reply: ReplyResult, dirty: &mut Vec<Arc<dyn ReplySink>>) {
+        match self.0.take() {
+            Some(Target::Sink(sink, seq)) => {
+                if sink.complete_batched(seq, reply)
+                    && !dirty.last().is_some_and(|d| Arc::ptr_eq(d, &sink))
+                {
+                    dirty.push(sink);
+                }
+            }
+            target => {
+                self.0 = target;
+                self.deliver(reply);
+            }
+        }
     }
 
     fn deliver(&mut self, reply: ReplyResult) {
@@ -406,6 +436,8 @@ async fn read_loop(
 ) -> Option<BackendError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
+    // The clients given replies to write themselves from this read (see `ReplySink::flush`).
+    let mut dirty: Vec<Arc<dyn ReplySink>> = Vec::new();
     // One reply-deadline timer for the connection, moved lazily: it is set to the front
     // reply's deadline when nothing is armed, and when it fires it looks at the front again
     // (deadlines only grow down the FIFO, so it never fires late; if the front has moved on,
@@ -492,17 +524,17 @@ async fn read_loop(
         // Every reply in this read arrived now: one clock read per batch (metrics).
         let arrived = stats.map(|_| Instant::now());
         let mut q = inflight.lock();
-        loop {
+        let broken = loop {
             let reply = match framer.next_reply(&mut buf) {
                 Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(_) => return Some(BackendError::Lost),
+                Ok(None) => break false,
+                Err(_) => break true,
             };
             if reply.first() == Some(&b'>') {
                 continue; // RESP3 push data is not an answer to anything on a shared connection
             }
             let Some(front) = q.front_mut() else {
-                return Some(BackendError::Lost); // a reply nobody asked for: out of step
+                break true; // a reply nobody asked for: out of step
             };
             if front.skip > 0 {
                 front.skip -= 1;
@@ -512,9 +544,17 @@ async fn read_loop(
             if let (Some(s), Some(at)) = (stats, arrived) {
                 s.observe(p.role, at.saturating_duration_since(p.sent));
             }
-            p.reply.send(Ok(reply));
-        }
+            p.reply.send_batched(Ok(reply), &mut dirty);
+        };
         drop(q);
+        // Each client's replies from this read in one write, by this task (before anything
+        // else: they are off their queues already).
+        for sink in dirty.drain(..) {
+            sink.flush();
+        }
+        if broken {
+            return Some(BackendError::Lost);
+        }
         if buf.is_empty() && buf.capacity() > 256 * 1024 {
             // After a large reply the buffer would keep its allocation for the life of the
             // connection: give it back (memory returns after a burst).

@@ -2,6 +2,7 @@
 //! write (a large one written uncopied), the proxy's slow log and metrics noted per reply,
 //! the reply memory given back once written, and the connection closed after QUIT.
 use super::*;
+use crate::reply_queue::Popped;
 
 /// Writes replies in request order, batching whatever is ready into one write.
 pub(super) async fn write_loop(
@@ -17,7 +18,7 @@ pub(super) async fn write_loop(
     loop {
         // Taken straight off the queue (no `Option` in between: each move of an item is a
         // `memcpy` of ~150 bytes).
-        let ((pending, timed), reply) = match queue.try_pop() {
+        let ((pending, timed), reply) = match queue.try_pop(&mut out) {
             Some(p) => p,
             None => {
                 slow = SlowClock::default(); // about to wait: the next batch reads anew
@@ -29,7 +30,7 @@ pub(super) async fn write_loop(
                     // nothing else owed (one request at a time) there is nothing to wait for.
                     if !queue.is_empty() {
                         tokio::task::yield_now().await;
-                        ready = queue.try_pop();
+                        ready = queue.try_pop(&mut out);
                     }
                     if ready.is_none() && !flush(&mut write, &mut out).await {
                         return;
@@ -37,9 +38,11 @@ pub(super) async fn write_loop(
                 }
                 match ready {
                     Some(p) => p,
-                    None => match queue.pop().await {
-                        Some(p) => p,
-                        None => return,
+                    // Bytes the backend connections could not write (see `direct`) come first.
+                    None => match queue.pop(&mut out).await {
+                        Popped::Item(item, reply) => (item, reply),
+                        Popped::Unwritten => continue,
+                        Popped::Closed => return,
                     },
                 }
             }
@@ -113,15 +116,7 @@ pub(super) async fn write_loop(
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         let bytes = if silent { Bytes::new() } else { bytes };
-        if let Some(t) = &timed {
-            note_if_slow(&proxy, t, entry, &mut slow);
-        }
-        if let Some(m) = &proxy.metrics {
-            match timed {
-                Some(t) => m.command_done(t, &bytes),
-                None => m.sent(bytes.len()),
-            }
-        }
+        note_reply(&proxy, entry, timed, &bytes, &mut slow);
         if bytes.len() >= 64 * 1024 {
             // Large replies go out uncopied.
             if (!out.is_empty() && !flush(&mut write, &mut out).await)
@@ -147,11 +142,31 @@ pub(super) async fn write_loop(
     }
 }
 
+/// What is noted as a reply goes out: the slow log (if `timed` took long enough) and the
+/// metrics.
+pub(super) fn note_reply(
+    proxy: &Proxy,
+    entry: &ClientEntry,
+    timed: Option<Timed>,
+    bytes: &[u8],
+    slow: &mut SlowClock,
+) {
+    if let Some(t) = &timed {
+        note_if_slow(proxy, t, entry, slow);
+    }
+    if let Some(m) = &proxy.metrics {
+        match timed {
+            Some(t) => m.command_done(t, bytes),
+            None => m.sent(bytes.len()),
+        }
+    }
+}
+
 /// The slow log's limit and the time, read once for a batch of replies written together: a
 /// configuration load and a clock read per reply cost 65-78 userspace instructions per
 /// GET/SET at `-P 16` and 169 at `-c 1` (callgrind, 2026-12-02).
 #[derive(Default)]
-struct SlowClock {
+pub(super) struct SlowClock {
     read: Option<(Option<std::time::Duration>, std::time::Instant)>,
 }
 
