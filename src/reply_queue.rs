@@ -449,14 +449,20 @@ impl<T> Inner<T> {
         let Some(d) = &self.direct else {
             return;
         };
-        const AT_ONCE: usize = 64;
+        const AT_ONCE: usize = 32;
         while !self.unwritten.is_empty() {
-            let mut slices = [IoSlice::new(&[]); AT_ONCE];
-            let n = self.unwritten.len().min(AT_ONCE);
-            for (s, b) in slices.iter_mut().zip(&self.unwritten) {
-                *s = IoSlice::new(b);
-            }
-            let written = match d.try_write_vectored(&slices[..n]) {
+            let result = match &self.unwritten[..] {
+                // The usual case at `-P 1`: no slice array to fill (64 stores per flush).
+                [one] => d.try_write_vectored(&[IoSlice::new(one)]),
+                many => {
+                    let mut slices = [IoSlice::new(&[]); AT_ONCE];
+                    for (s, b) in slices.iter_mut().zip(many) {
+                        *s = IoSlice::new(b);
+                    }
+                    d.try_write_vectored(&slices[..many.len().min(AT_ONCE)])
+                }
+            };
+            let written = match result {
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
