@@ -292,13 +292,15 @@ fn read_from_replica_serves_gets_from_replicas_and_writes_from_masters() {
 
 #[test]
 fn replies_that_fill_a_client_socket_it_does_not_read_come_back_whole_and_in_order() {
-    // Replies arriving while the client's writer is idle are written by the backend
+    // A reply that arrives while the client's writer is idle is written by the backend
     // connection's task; what a full socket does not take must reach the writer ahead of
-    // every later reply. The client sends 1,500 GETs of 5-40 KB values before reading any.
+    // every later reply. The client sends GETs of 5-59 KB values and reads nothing until
+    // they are all sent: first 1,500 in one pipeline, then 400 one at a time (each then is
+    // the only reply owed, so it is written where it arrives, until the socket is full).
     let cluster = Cluster::start();
     let proxy = Proxy::start(&cluster.nodes(), &[]);
     let mut c = proxy.client();
-    let keys: Vec<(String, Vec<u8>)> = (0..12)
+    let keys: Vec<(String, Vec<u8>)> = (0..19)
         .map(|i| {
             let len = 5_000 + i * 3_000;
             (format!("big:{i}"), vec![b'a' + i as u8; len])
@@ -308,11 +310,25 @@ fn replies_that_fill_a_client_socket_it_does_not_read_come_back_whole_and_in_ord
         let _: () = c.set(k, v).unwrap();
     }
     let order: Vec<usize> = (0..1500).map(|i| (i * 7) % keys.len()).collect();
-    let mut req = Vec::new();
+    send_then_read(&proxy, &keys, &order, None);
+    let order: Vec<usize> = (0..400).map(|i| (i * 5) % keys.len()).collect();
+    send_then_read(&proxy, &keys, &order, Some(Duration::from_millis(2)));
+}
+
+/// Sends a GET of `keys[i]` for each `i` of `order` (all in one write, or one per `pace`),
+/// reading nothing until all are sent and half a second has passed; then checks the replies
+/// byte for byte.
+fn send_then_read(
+    proxy: &Proxy,
+    keys: &[(String, Vec<u8>)],
+    order: &[usize],
+    pace: Option<Duration>,
+) {
+    let mut requests = Vec::new();
     let mut expected = Vec::new();
-    for &i in &order {
+    for &i in order {
         let (k, v) = &keys[i];
-        req.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes());
+        requests.push(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).into_bytes());
         expected.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
         expected.extend_from_slice(v);
         expected.extend_from_slice(b"\r\n");
@@ -320,7 +336,15 @@ fn replies_that_fill_a_client_socket_it_does_not_read_come_back_whole_and_in_ord
     let mut s = TcpStream::connect(proxy.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(&req).unwrap());
+    let writer = std::thread::spawn(move || match pace {
+        None => w.write_all(&requests.concat()).unwrap(),
+        Some(pace) => {
+            for r in requests {
+                w.write_all(&r).unwrap();
+                std::thread::sleep(pace);
+            }
+        }
+    });
     // Let the replies pile up in the socket before reading any.
     std::thread::sleep(Duration::from_millis(500));
     let mut got = Vec::with_capacity(expected.len());
