@@ -19,6 +19,7 @@ use crate::proxy::{Counters, Proxy};
 use crate::reload::Reloader;
 use crate::tls::ServerTls;
 use listeners::{Bound, Listeners};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -165,9 +166,10 @@ pub trait Listener: Send {
 }
 
 impl Listener for TcpListener {
-    type Stream = TcpStream;
-    async fn accept(&self) -> std::io::Result<TcpStream> {
-        TcpListener::accept(self).await.map(|(s, _)| s)
+    /// The stream and its peer (`accept` returns it: no `getpeername` per client).
+    type Stream = (TcpStream, SocketAddr);
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
     }
 }
 
@@ -212,7 +214,7 @@ pub async fn accept_loop<L: Listener>(
 
 /// Serves one accepted client in its own task, under the client limit; the session ends when
 /// the client leaves, or when the drain deadline closes it.
-pub fn spawn_client(proxy: &Arc<Proxy>, mut stream: TcpStream) {
+pub fn spawn_client(proxy: &Arc<Proxy>, (mut stream, peer): (TcpStream, SocketAddr)) {
     if !proxy.admit_client() {
         tokio::spawn(async move {
             let _ = stream
@@ -221,7 +223,7 @@ pub fn spawn_client(proxy: &Arc<Proxy>, mut stream: TcpStream) {
         });
         return;
     }
-    spawn_session(proxy, |proxy| crate::session::run(proxy, stream));
+    spawn_session(proxy, |proxy| crate::session::run(proxy, stream, peer));
 }
 
 /// Runs an admitted client's `session` in a task of its own, holding the client's place under

@@ -114,9 +114,9 @@ struct Pinned {
 }
 
 /// Serves one client until it disconnects, quits or breaks the protocol.
-pub async fn run(proxy: Arc<Proxy>, stream: TcpStream) {
+pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let sock = Socket::of(&stream);
+    let sock = Socket::of(&stream, peer);
     let (read, write) = stream.into_split();
     // Replies may be written by the backend connections' tasks too (see `direct`).
     serve(proxy, sock, read, |proxy, entry, queue| {
@@ -135,10 +135,11 @@ struct Socket {
 }
 
 impl Socket {
-    fn of(s: &TcpStream) -> Socket {
+    /// `peer` as `accept` returned it.
+    fn of(s: &TcpStream, peer: SocketAddr) -> Socket {
         use std::os::fd::AsRawFd;
         Socket {
-            peer: s.peer_addr().ok(),
+            peer: Some(peer),
             local: s.local_addr().ok(),
             fd: i64::from(s.as_raw_fd()),
         }
@@ -147,8 +148,8 @@ impl Socket {
 
 /// Serves one TLS client (handshake done) until it disconnects, quits or breaks the protocol.
 /// (The TLS listener set TCP_NODELAY before the handshake.)
-pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream) {
-    let sock = Socket::of(stream.get_ref().0);
+pub async fn run_tls(proxy: Arc<Proxy>, stream: TlsClientStream, peer: SocketAddr) {
+    let sock = Socket::of(stream.get_ref().0, peer);
     let (read, write) = tokio::io::split(stream);
     serve(proxy, sock, tokio::io::BufReader::new(read), |_, _, _| {
         write
@@ -642,7 +643,7 @@ mod tests {
             Default::default(),
             crate::protocol::command::CommandTable::fallback(),
         ));
-        let sock = Socket::of(&stream);
+        let sock = Socket::of(&stream, stream.peer_addr().unwrap());
         let (read, write) = stream.into_split();
         let (reader, registered) = Reader::new(&proxy, &sock);
         let writing = writer_half(
@@ -655,7 +656,7 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
-        let session = super::run(proxy, stream);
+        let session = super::run(proxy, stream, l.local_addr().unwrap());
         let sizes = [
             std::mem::size_of_val(&session),
             std::mem::size_of_val(&reading),

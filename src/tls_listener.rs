@@ -46,7 +46,7 @@ pub fn spawn_client(
     spawn_session(proxy, move |proxy| async move {
         let _ = stream.set_nodelay(true);
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => session::run_tls(proxy, tls_stream).await,
+            Ok(Ok(tls_stream)) => session::run_tls(proxy, tls_stream, peer).await,
             Ok(Err(e)) => handshake_failed(&proxy, peer, &e.to_string()),
             Err(_) => handshake_failed(&proxy, peer, "timed out"),
         }
