@@ -469,7 +469,7 @@ impl<T> Inner<T> {
         const AT_ONCE: usize = 32;
         while !self.unwritten.is_empty() {
             let result = match &self.unwritten[..] {
-                // The usual case at `-P 1`: no slice array to fill (64 stores per flush).
+                // The usual case at `-P 1`: no `AT_ONCE`-entry slice array to fill.
                 [one] => d.try_write_vectored(&[IoSlice::new(one)]),
                 many => {
                     let mut slices = [IoSlice::new(&[]); AT_ONCE];

@@ -2,9 +2,10 @@
 //! complete request, routes it and sends it on (or answers it locally), and queues a
 //! `Pending` reply per request; the writer half resolves them strictly in request order and
 //! writes every reply that is ready in one syscall. A plain node reply that arrives while the
-//! writer is idle is written by the backend connection's task that read it (see `direct`). The queue is bounded by count
-//! (`max_pipeline`) and by the bytes of replies owed (see [`crate::reply_memory`]): a client
-//! that does not read its replies stops being read, so memory stays bounded.
+//! writer is idle is written by the backend connection's task that read it (see `direct`).
+//! The queue is bounded by count (`max_pipeline`) and by the bytes of replies owed (see
+//! [`crate::reply_memory`]): a client that does not read its replies stops being read, so
+//! memory stays bounded.
 //!
 //! Stateful modes leave the shared connections: a transaction (MULTI/EXEC, WATCH) is pinned to a
 //! dedicated connection to the one node its keys live on, and a blocking command (BLPOP, ...)
