@@ -110,11 +110,16 @@ def clean_up(procs: Procs, tmp: Path, keep: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of every thread of `pid`, in clock ticks."""
+def cpu_ticks_split(pid: int) -> tuple[int, int]:
+    """(utime, stime) of every thread of `pid`, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of every thread of `pid`, in clock ticks."""
+    return sum(cpu_ticks_split(pid))
 
 
 def machine_busy_ticks() -> int:
@@ -491,6 +496,8 @@ class Run:
     errors: str = ""
     masters_cpu_s: float | None = None
     machine_cpu_s: float | None = None
+    # The kernel's part of proxy_cpu_s (stime): what the proxy's sockets cost, whatever its code.
+    proxy_sys_s: float | None = None
 
 
 def parse_csv(out: str) -> tuple[float, float, float]:
@@ -514,20 +521,23 @@ def bench(case: Case, v: Variant, port: int, repeat: int, proxy_pid: int | None,
     if nofile != resource.RLIM_INFINITY and nofile < case.clients + NOFILE_SLACK:
         raise RuntimeError(f"{case.name}: RLIMIT_NOFILE {nofile} is too low for {case.clients} "
                            f"redis-benchmark clients (raise the hard limit: ulimit -Hn)")
-    ticks0 = cpu_ticks(proxy_pid) if proxy_pid else 0
+    user0, sys0 = cpu_ticks_split(proxy_pid) if proxy_pid else (0, 0)
     masters0 = sum(cpu_ticks(p) for p in master_pids)
     busy0 = machine_busy_ticks()
     t0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     secs = time.monotonic() - t0
-    cpu = (cpu_ticks(proxy_pid) - ticks0) / CLK_TCK if proxy_pid else None
+    user1, sys1 = cpu_ticks_split(proxy_pid) if proxy_pid else (0, 0)
+    cpu = (user1 + sys1 - user0 - sys0) / CLK_TCK if proxy_pid else None
+    sys_s = (sys1 - sys0) / CLK_TCK if proxy_pid else None
     masters = (sum(cpu_ticks(p) for p in master_pids) - masters0) / CLK_TCK if master_pids else None
     busy = (machine_busy_ticks() - busy0) / CLK_TCK
     if r.returncode != 0:
         raise RuntimeError(f"redis-benchmark failed ({' '.join(argv)}):\n{r.stdout}\n{r.stderr}")
     rps, p50, p99 = parse_csv(r.stdout)
     errors = " ".join(l for l in (r.stderr + r.stdout).splitlines() if "rror" in l)[:300]
-    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors, masters, busy)
+    return Run(case.name, v.label, v.side, repeat, rps, p50, p99, secs, case.requests, cpu, errors, masters, busy,
+               sys_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -668,6 +678,42 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Linux {os.uname().release}, Redis {version}"
 
 
+# Issue 13's CPU targets: requests per proxy CPU-second against a master's, at -P 1 and -P 16.
+CPU_TARGETS = {1: 1.0, 16: 2.0}
+
+
+def kernel_floor(cases: list[Case], runs: list[Run]) -> list[str]:
+    """The proxy's CPU per request split into user and system time, beside a master's whole CPU
+    per request, and the CPU ratio the proxy would read with no userspace time at all (its
+    system time alone against a master's user + system): the best its code could do with the
+    sockets it uses."""
+    L = []
+    for case in cases:
+        target = CPU_TARGETS.get(case.pipeline)
+        if case.clients != 50 or target is None or case.name.split()[0] not in ("SET", "GET"):
+            continue
+        direct = [r.masters_cpu_s / r.requests * 1e6 for r in runs
+                  if r.case == case.name and r.side == "direct" and r.masters_cpu_s]
+        proxy = [r for r in runs if r.case == case.name and r.side == "proxy" and r.proxy_cpu_s
+                 and r.proxy_sys_s is not None]
+        if not direct or not proxy:
+            continue
+        sys_us = med([r.proxy_sys_s / r.requests * 1e6 for r in proxy])
+        user_us = med([(r.proxy_cpu_s - r.proxy_sys_s) / r.requests * 1e6 for r in proxy])
+        master_us = med(direct)
+        ceiling = master_us / sys_us if sys_us else float("inf")
+        L.append(f"| {case.name} | {user_us:.2f} | {sys_us:.2f} | {master_us:.2f} | "
+                 f"**{ceiling:.2f}x** | {target:.1f}x |")
+    if not L:
+        return []
+    return ["The proxy's CPU per request, user and system (median of the repeats), beside a master's "
+            "(user + system, direct runs); the ceiling is the CPU ratio the proxy would read with no "
+            "userspace time at all, its system time alone against a master's whole:",
+            "",
+            "| case | proxy user µs/req | proxy system µs/req | master µs/req | ceiling | target |",
+            "|---|---|---|---|---|---|"] + L + [""]
+
+
 def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | None, meta: dict) -> str:
     L = []
     L.append(f"Date: {meta['date']}  ")
@@ -805,6 +851,7 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
     L.append("")
     if S:
         L += S + [""]
+    L += kernel_floor(cases, runs)
     if mem:
         L.append("| memory | value |")
         L.append("|---|---|")
