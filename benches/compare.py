@@ -682,6 +682,16 @@ def machine() -> str:
 CPU_TARGETS = {1: 1.0, 16: 2.0}
 
 
+def user_sys_us(runs: list[Run], case_name: str) -> tuple[float, float] | None:
+    """The proxy's user and system CPU-µs per request in `case_name`, medians of its runs."""
+    rs = [r for r in runs if r.case == case_name and r.side == "proxy" and r.proxy_cpu_s
+          and r.proxy_sys_s is not None]
+    if not rs:
+        return None
+    return (med([(r.proxy_cpu_s - r.proxy_sys_s) / r.requests * 1e6 for r in rs]),
+            med([r.proxy_sys_s / r.requests * 1e6 for r in rs]))
+
+
 def kernel_floor(cases: list[Case], runs: list[Run]) -> list[str]:
     """The proxy's CPU per request split into user and system time, beside a master's whole CPU
     per request, and the CPU ratio the proxy would read with no userspace time at all (its
@@ -694,12 +704,10 @@ def kernel_floor(cases: list[Case], runs: list[Run]) -> list[str]:
             continue
         direct = [r.masters_cpu_s / r.requests * 1e6 for r in runs
                   if r.case == case.name and r.side == "direct" and r.masters_cpu_s]
-        proxy = [r for r in runs if r.case == case.name and r.side == "proxy" and r.proxy_cpu_s
-                 and r.proxy_sys_s is not None]
-        if not direct or not proxy:
+        split = user_sys_us(runs, case.name)
+        if not direct or not split:
             continue
-        sys_us = med([r.proxy_sys_s / r.requests * 1e6 for r in proxy])
-        user_us = med([(r.proxy_cpu_s - r.proxy_sys_s) / r.requests * 1e6 for r in proxy])
+        user_us, sys_us = split
         master_us = med(direct)
         ceiling = master_us / sys_us if sys_us else float("inf")
         L.append(f"| {case.name} | {user_us:.2f} | {sys_us:.2f} | {master_us:.2f} | "
@@ -802,12 +810,15 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
         S.append("")
         for base_name, items in scaling.items():
             op = base_name.split()[0]
-            parts = [f"-c {c.clients} **{x / b:.2f}x** ({fmt_rps(x)})" for c, x, b in items]
+            def us(name: str) -> str:
+                split = user_sys_us(runs, name)
+                return f"; user {split[0]:.1f} + system {split[1]:.1f} µs per request" if split else ""
+            parts = [f"-c {c.clients} **{x / b:.2f}x** ({fmt_rps(x)}{us(c.name)})" for c, x, b in items]
             worst = min(x / b for _, x, b in items)
             verdict = "met" if worst >= SCALING_TARGET else "NOT met"
             thin = [f"-c {c.clients}: {c.requests / c.clients:.1f}" for c, _, _ in items
                     if c.requests < 20 * c.clients]
-            S.append(f"- {op}: " + ", ".join(parts) + f" of -c 50 ({fmt_rps(items[0][2])}) "
+            S.append(f"- {op}: " + ", ".join(parts) + f" of -c 50 ({fmt_rps(items[0][2])}{us(base_name)}) "
                      f"(target: within 20%, i.e. >= {SCALING_TARGET:.2f}x: {verdict})"
                      + (f"; too few requests per client to mean much ({', '.join(thin)}): connecting "
                         "dominates the proxy's CPU, raise --scale" if thin else ""))
