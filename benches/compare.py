@@ -710,16 +710,18 @@ def kernel_floor(cases: list[Case], runs: list[Run]) -> list[str]:
         user_us, sys_us = split
         master_us = med(direct)
         ceiling = master_us / sys_us if sys_us else float("inf")
-        L.append(f"| {case.name} | {user_us:.2f} | {sys_us:.2f} | {master_us:.2f} | "
+        now = master_us / (user_us + sys_us)
+        L.append(f"| {case.name} | {user_us:.2f} | {sys_us:.2f} | {master_us:.2f} | {now:.2f}x | "
                  f"**{ceiling:.2f}x** | {target:.1f}x |")
     if not L:
         return []
     return ["The proxy's CPU per request, user and system (median of the repeats), beside a master's "
-            "(user + system, direct runs); the ceiling is the CPU ratio the proxy would read with no "
-            "userspace time at all, its system time alone against a master's whole:",
+            "(user + system, direct runs); the ratio is a master's CPU per request over the proxy's "
+            "(the CPU target's, from these medians), the ceiling the ratio the proxy would read with "
+            "no userspace time at all, its system time alone against a master's whole:",
             "",
-            "| case | proxy user µs/req | proxy system µs/req | master µs/req | ceiling | target |",
-            "|---|---|---|---|---|---|"] + L + [""]
+            "| case | proxy user µs/req | proxy system µs/req | master µs/req | ratio | ceiling | target |",
+            "|---|---|---|---|---|---|---|"] + L + [""]
 
 
 def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | None, meta: dict) -> str:
