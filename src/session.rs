@@ -488,11 +488,11 @@ impl Reader {
             self.multi.iter_mut().for_each(Multi::abort);
             return Step::Queue(Pending::Ready(e));
         }
-        if let Err(e) = self.state.auth.permit(&proxy, info) {
+        if let Err(e) = self.state.auth.permit(self.config.load(), info) {
             self.multi.iter_mut().for_each(Multi::abort); // as Redis: EXEC will abort
             return Step::Queue(Pending::Ready(e));
         }
-        if info.admin && proxy.config().admin_commands == crate::config::AdminCommands::Deny {
+        if info.admin && self.config.load().admin_commands == crate::config::AdminCommands::Deny {
             self.multi.iter_mut().for_each(Multi::abort);
             return Step::Queue(Pending::Ready(reply::error(&format!(
                 "NOPERM this proxy refuses '{}' (admin_commands = \"deny\")",

@@ -151,7 +151,9 @@ fn a_client_is_in_on_connect_only_with_a_nopass_default_user() {
     let mut a = ClientAuth::on_connect(&open);
     assert!(a.is_logged_in());
     assert_eq!(a.user(), "default");
-    assert!(a.permit(&open, info(&t, &["set", "k", "v"])).is_ok());
+    assert!(a
+        .permit(&open.config_arc(), info(&t, &["set", "k", "v"]))
+        .is_ok());
 
     for cfg in [
         config(Some("pw"), vec![]),
@@ -160,8 +162,8 @@ fn a_client_is_in_on_connect_only_with_a_nopass_default_user() {
         let p = proxy(cfg);
         let mut a = ClientAuth::on_connect(&p);
         assert!(!a.is_logged_in());
-        assert_eq!(a.permit(&p, get).unwrap_err(), noauth());
-        assert!(a.permit(&p, info(&t, &["auth", "x"])).is_ok());
+        assert_eq!(a.permit(&p.config_arc(), get).unwrap_err(), noauth());
+        assert!(a.permit(&p.config_arc(), info(&t, &["auth", "x"])).is_ok());
     }
 }
 
@@ -178,25 +180,25 @@ fn read_only_users_get_noperm_for_writes_and_logins_survive_failures() {
     let mut a = ClientAuth::on_connect(&p);
     assert_eq!(a.login(&p, None, Some(b"ro"), b"pw"), Ok(()));
     assert_eq!(a.user(), "ro");
-    assert!(a.permit(&p, info(&t, &["get", "k"])).is_ok());
+    assert!(a.permit(&p.config_arc(), info(&t, &["get", "k"])).is_ok());
     let set = info(&t, &["set", "k", "v"]);
     assert_eq!(
-        a.permit(&p, set).unwrap_err(),
+        a.permit(&p.config_arc(), set).unwrap_err(),
         Bytes::from_static(b"-NOPERM this user has no permissions to run the 'set' command\r\n")
     );
     assert_eq!(
-        a.permit(&p, info(&t, &["exec"])).unwrap_err(),
+        a.permit(&p.config_arc(), info(&t, &["exec"])).unwrap_err(),
         Bytes::from_static(b"-EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the 'exec' command\r\n")
     );
     // A failed login leaves the client as it was, as with Redis.
     assert_eq!(a.login(&p, None, Some(b"app"), b"bad"), Err(wrongpass()));
     assert_eq!(a.user(), "ro");
     assert_eq!(a.login(&p, None, Some(b"app"), b"pw"), Ok(()));
-    assert!(a.permit(&p, set).is_ok());
+    assert!(a.permit(&p.config_arc(), set).is_ok());
     // RESET: back to the default user, which needs a password here.
     a.reset(&p);
     assert!(!a.is_logged_in());
-    assert_eq!(a.permit(&p, set).unwrap_err(), noauth());
+    assert_eq!(a.permit(&p.config_arc(), set).unwrap_err(), noauth());
 }
 
 #[test]
@@ -214,17 +216,18 @@ fn a_reload_changes_access_and_logs_removed_users_out() {
     let mut gone = ClientAuth::on_connect(&p);
     assert_eq!(app.login(&p, None, Some(b"app"), b"pw"), Ok(()));
     assert_eq!(gone.login(&p, None, Some(b"gone"), b"pw"), Ok(()));
-    assert!(app.permit(&p, set).is_ok());
+    assert!(app.permit(&p.config_arc(), set).is_ok());
     // The reload makes app read-only with a new password and removes "gone".
     p.config_source().store(Arc::new(config(
         None,
         vec![user_cfg("app", Some("new"), None, Access::ReadOnly)],
     )));
-    assert_eq!(app.permit(&p, set).unwrap_err(), noperm(set));
-    assert!(app.permit(&p, info(&t, &["get", "k"])).is_ok());
+    assert_eq!(app.permit(&p.config_arc(), set).unwrap_err(), noperm(set));
+    assert!(app.permit(&p.config_arc(), info(&t, &["get", "k"])).is_ok());
     assert_eq!(app.user(), "app", "a new password does not log anyone out");
     assert_eq!(
-        gone.permit(&p, info(&t, &["get", "k"])).unwrap_err(),
+        gone.permit(&p.config_arc(), info(&t, &["get", "k"]))
+            .unwrap_err(),
         noauth()
     );
     assert!(!gone.is_logged_in());
