@@ -810,11 +810,11 @@ def report(cases: list[Case], runs: list[Run], mem: dict | None, big: dict | Non
         S.append("Scaling with clients (requests per proxy CPU-second, median of the repeats, "
                  "against the same run's -c 50 -P 1 figure):")
         S.append("")
+        def us(name: str) -> str:
+            split = user_sys_us(runs, name)
+            return f"; user {split[0]:.1f} + system {split[1]:.1f} µs per request" if split else ""
         for base_name, items in scaling.items():
             op = base_name.split()[0]
-            def us(name: str) -> str:
-                split = user_sys_us(runs, name)
-                return f"; user {split[0]:.1f} + system {split[1]:.1f} µs per request" if split else ""
             parts = [f"-c {c.clients} **{x / b:.2f}x** ({fmt_rps(x)}{us(c.name)})" for c, x, b in items]
             worst = min(x / b for _, x, b in items)
             verdict = "met" if worst >= SCALING_TARGET else "NOT met"
