@@ -143,6 +143,179 @@ fn after_hello(replies: Vec<u8>, hello: bool) -> Vec<u8> {
     replies[at + END.len()..].to_vec()
 }
 
+/// One random command of a wider mix: every data type's everyday commands on 30 keys shared by
+/// all types (so WRONGTYPE errors come up by themselves), the errors a client gets for a wrong
+/// arity, an unknown command, a bad option or a bad number, multi-key commands on one hash tag
+/// (the proxy does not split those, a cluster refuses them across slots), and scripts. Nothing
+/// whose reply depends on the time or on chance (TTL, SPOP, RANDOMKEY, ...).
+fn typed_command(rng: &mut Rng) -> Vec<Vec<String>> {
+    let key = format!("k{}", rng.next(30));
+    let tagged = |rng: &mut Rng| format!("{{t}}{}", rng.next(4));
+    let n = rng.next(10).to_string();
+    let member = format!("m{}", rng.next(5));
+    let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+    let k = key.as_str();
+    let (n, m) = (n.as_str(), member.as_str());
+    let c = match rng.next(89) {
+        // Strings and numbers.
+        0 => words(&["SET", k, n]),
+        1 => words(&["INCRBYFLOAT", k, "1.5"]),
+        2 => words(&["DECRBY", k, n]),
+        3 => words(&["STRLEN", k]),
+        4 => words(&["GETRANGE", k, "0", "-2"]),
+        5 => words(&["SETRANGE", k, n, "zz"]),
+        6 => words(&["SET", k, "v", "GET"]),
+        7 => words(&["SET", k, n, "NX"]),
+        8 => words(&["SET", k, n, "XX", "KEEPTTL"]),
+        9 => words(&["GETEX", k, "PERSIST"]),
+        10 => words(&["SETEX", k, "1000", n]),
+        11 => words(&["gEt", k]),
+        // Lists.
+        12 => words(&["RPUSH", k, m, n]),
+        13 => words(&["LPOP", k, "2"]),
+        14 => words(&["LINDEX", k, "-1"]),
+        15 => words(&["LSET", k, "0", n]),
+        16 => words(&["LREM", k, "0", m]),
+        17 => words(&["LTRIM", k, "0", "3"]),
+        18 => words(&["LINSERT", k, "BEFORE", m, "ins"]),
+        19 => words(&["LPOS", k, m]),
+        20 => words(&["LLEN", k]),
+        // Hashes.
+        21 => words(&["HSET", k, m, n, "g", "1"]),
+        22 => words(&["HMGET", k, m, "g", "nope"]),
+        23 => words(&["HINCRBY", k, "g", n]),
+        24 => words(&["HINCRBYFLOAT", k, "g", "0.25"]),
+        25 => words(&["HDEL", k, m]),
+        26 => words(&["HKEYS", k]),
+        27 => words(&["HSETNX", k, m, "x"]),
+        28 => words(&["HSTRLEN", k, m]),
+        // Sets.
+        29 => words(&["SADD", k, m, n]),
+        30 => words(&["SREM", k, m]),
+        31 => words(&["SMISMEMBER", k, m, "1", "m9"]),
+        // A set of strings is a hash table, whose order differs from process to process.
+        32 => words(&["SORT", k, "ALPHA"]),
+        33 => words(&["SCARD", k]),
+        // Sorted sets.
+        34 => words(&["ZADD", k, n, m]),
+        35 => words(&["ZINCRBY", k, "2.5", m]),
+        36 => words(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+        37 => words(&["ZRANGEBYSCORE", k, "(1", "+inf", "LIMIT", "0", "2"]),
+        38 => words(&["ZSCORE", k, m]),
+        39 => words(&["ZRANK", k, m]),
+        40 => words(&["ZPOPMIN", k]),
+        41 => words(&["ZCOUNT", k, "-inf", "5"]),
+        // Bitmaps, HyperLogLog, streams with explicit ids.
+        42 => words(&["SETBIT", k, n, "1"]),
+        43 => words(&["BITCOUNT", k]),
+        44 => words(&["BITPOS", k, "1"]),
+        45 => words(&["PFADD", k, m, n]),
+        46 => words(&["PFCOUNT", k]),
+        47 => words(&["XADD", k, &format!("{}-1", rng.next(20) + 1), "f", n]),
+        48 => words(&["XRANGE", k, "-", "+", "COUNT", "3"]),
+        49 => words(&["XLEN", k]),
+        50 => words(&["XTRIM", k, "MAXLEN", "2"]),
+        // Keyspace.
+        51 => words(&["TYPE", k]),
+        52 => words(&["OBJECT", "ENCODING", k]),
+        53 => words(&["EXPIRE", k, "1000", "NX"]),
+        54 => words(&["PERSIST", k]),
+        55 => words(&["EXISTS", k, k, "k0"]),
+        56 => words(&["DEL", k]),
+        // Errors: arity, unknown commands and subcommands, options, numbers.
+        57 => words(&["GET"]),
+        58 => words(&["HSET", k, m]),
+        59 => words(&["NOSUCHCMD", k, "two"]),
+        60 => words(&["OBJECT", "NOSUCH", k]),
+        61 => words(&["SET", k, "v", "NX", "XX"]),
+        62 => words(&["INCRBY", k, "abc"]),
+        63 => words(&["EXPIRE", k, "soon"]),
+        64 => words(&["ZADD", k, "NX", "XX", "1", m]),
+        65 => words(&["SETRANGE", k, "-1", "x"]),
+        66 => words(&["LPOP", k, "-1"]),
+        67 => words(&["ZADD", k, "nan", m]),
+        // Multi-key commands on one tag.
+        68 => words(&["SINTERCARD", "2", &tagged(rng), &tagged(rng)]),
+        69 => words(&["SUNIONSTORE", &tagged(rng), &tagged(rng), &tagged(rng)]),
+        70 => words(&["RENAME", &tagged(rng), &tagged(rng)]),
+        71 => words(&["LMOVE", &tagged(rng), &tagged(rng), "LEFT", "RIGHT"]),
+        72 => words(&["MSETNX", &tagged(rng), n, &tagged(rng), m]),
+        73 => words(&["COPY", &tagged(rng), &tagged(rng), "REPLACE"]),
+        74 => words(&["ZUNIONSTORE", &tagged(rng), "2", &tagged(rng), &tagged(rng)]),
+        75 => words(&["SADD", &tagged(rng), m, n]),
+        76 => words(&["RPUSH", &tagged(rng), m]),
+        // Keyless and whole-keyspace commands the proxy answers or merges itself, and
+        // multi-key ones it splits, over keys of every type.
+        79 => words(&["DBSIZE"]),
+        80 => words(&["PING", m]),
+        81 => words(&["SELECT", "0"]),
+        82 => words(&["RENAME", k, k]),
+        83 => words(&["CLIENT", "GETNAME"]),
+        84 => words(&["MGET", k, "k1", "k2", "k3", "k4", "k5", "k6", "k7"]),
+        85 => words(&["EXISTS", "k1", "k2", "k3", "k1", "k8", "k9", "k10", k]),
+        86 => words(&["TOUCH", "k11", k, "k12", "k13"]),
+        87 => words(&["COMMAND", "COUNT"]),
+        // Scripts.
+        77 => words(&["EVAL", "return redis.call('TYPE', KEYS[1])", "1", k]),
+        78 => words(&[
+            "EVAL",
+            "return {1, 'two', {3.5, ARGV[1]}, redis.status_reply('OK')}",
+            "0",
+            n,
+        ]),
+        _ => words(&["EVAL", "return redis.call('INCR', KEYS[1])", "1", k]),
+    };
+    vec![c]
+}
+
+/// Sends `commands` (QUIT appended) through the proxy and into the standalone Redis and panics,
+/// naming `label` and the first byte that differs, unless the replies are the same bytes.
+fn assert_same_replies(
+    proxy: SocketAddr,
+    redis: SocketAddr,
+    mut commands: Vec<Vec<String>>,
+    resp3: bool,
+    label: &str,
+) {
+    commands.push(vec!["QUIT".into()]);
+    let mut pipeline = Vec::new();
+    for c in &commands {
+        pipeline.extend_from_slice(Request::from_args(c).bytes());
+    }
+    let want = after_hello(replies(redis, &pipeline), resp3);
+    let got = after_hello(replies(proxy, &pipeline), resp3);
+    if got != want {
+        let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let show = |b: &[u8]| {
+            String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())]).into_owned()
+        };
+        panic!(
+            "{label} (resp3: {resp3}): replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
+            want.len(),
+            show(&want),
+            show(&got)
+        );
+    }
+}
+
+/// A pipeline of `n` draws of `draw` seeded by `seed`, after a FLUSHALL (and HELLO 3).
+fn pipeline_of(
+    seed: u64,
+    resp3: bool,
+    n: usize,
+    draw: fn(&mut Rng) -> Vec<Vec<String>>,
+) -> Vec<Vec<String>> {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut commands = vec![vec!["FLUSHALL".to_string()]];
+    if resp3 {
+        commands.insert(0, vec!["HELLO".into(), "3".into()]);
+    }
+    for _ in 0..n {
+        commands.extend(draw(&mut rng));
+    }
+    commands
+}
+
 #[test]
 fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
     let cluster = Cluster::start();
@@ -151,34 +324,31 @@ fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
     // RESP2, then RESP3 (whose replies the proxy forwards from RESP3 node connections, and
     // builds in RESP3 when it merges them).
     for (seed, resp3) in [(1u64, false), (2, false), (3, false), (4, true), (5, true)] {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut commands = vec![vec!["FLUSHALL".to_string()]];
-        if resp3 {
-            commands.insert(0, vec!["HELLO".into(), "3".into()]);
-        }
-        for _ in 0..3000 {
-            commands.extend(self::commands(&mut rng));
-        }
-        commands.push(vec!["QUIT".into()]);
-        let mut pipeline = Vec::new();
-        for c in &commands {
-            pipeline.extend_from_slice(Request::from_args(c).bytes());
-        }
-        let want = after_hello(replies(redis.addr, &pipeline), resp3);
-        let got = after_hello(replies(proxy.addr(), &pipeline), resp3);
-        if got != want {
-            let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-            let show = |b: &[u8]| {
-                String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())])
-                    .into_owned()
-            };
-            panic!(
-                "seed {seed} (resp3: {resp3}): replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
-                want.len(),
-                show(&want),
-                show(&got)
-            );
-        }
+        let commands = pipeline_of(seed, resp3, 3000, self::commands);
+        assert_same_replies(
+            proxy.addr(),
+            redis.addr,
+            commands,
+            resp3,
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+#[test]
+fn every_data_type_and_error_gets_the_bytes_a_standalone_redis_sends() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    for (seed, resp3) in [(11u64, false), (12, false), (13, true), (14, true)] {
+        let commands = pipeline_of(seed, resp3, 3000, typed_command);
+        assert_same_replies(
+            proxy.addr(),
+            redis.addr,
+            commands,
+            resp3,
+            &format!("seed {seed}"),
+        );
     }
 }
 
