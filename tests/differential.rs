@@ -268,6 +268,81 @@ fn typed_command(rng: &mut Rng) -> Vec<Vec<String>> {
     vec![c]
 }
 
+/// A random group at the edges of transactions, scripts and pub/sub: the errors a transaction
+/// can end in (a queued command refused, nesting, EXEC or DISCARD alone, WATCH inside MULTI, a
+/// WRONGTYPE at EXEC), a blocking command inside one, scripts that fail or are called by sha,
+/// and a subscribed client's PINGs and refused commands (RESP2).
+fn edge_group(rng: &mut Rng) -> Vec<Vec<String>> {
+    let v = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+    let k = format!("{{t}}{}", rng.next(3));
+    let k = k.as_str();
+    match rng.next(16) {
+        0 => vec![v(&["MULTI"]), v(&["SET", k]), v(&["INCR", k]), v(&["EXEC"])],
+        1 => vec![v(&["MULTI"]), v(&["INCR", k]), v(&["MULTI"]), v(&["EXEC"])],
+        2 => vec![v(&["EXEC"]), v(&["DISCARD"])],
+        3 => vec![
+            v(&["MULTI"]),
+            v(&["WATCH", k]),
+            v(&["GET", k]),
+            v(&["EXEC"]),
+        ],
+        4 => vec![
+            v(&["MULTI"]),
+            v(&["SET", k, "s"]),
+            v(&["LPUSH", k, "x"]),
+            v(&["GET", k]),
+            v(&["EXEC"]),
+        ],
+        5 => vec![v(&["MULTI"]), v(&["BLPOP", "{t}none", "1"]), v(&["EXEC"])],
+        6 => vec![
+            v(&["MULTI"]),
+            v(&["NOSUCHCMD"]),
+            v(&["DISCARD"]),
+            v(&["GET", k]),
+        ],
+        7 => vec![
+            v(&["WATCH", k]),
+            v(&["SET", k, "w"]),
+            v(&["MULTI"]),
+            v(&["GET", k]),
+            v(&["EXEC"]),
+        ],
+        8 => vec![
+            v(&["SCRIPT", "LOAD", "return ARGV[1]"]),
+            v(&["EVALSHA", "e4b1a7b6c03c3e4f4e7a9e8da3bb7f0b8d6e1c2a", "0"]),
+            v(&["EVAL", "return ARGV[1]", "0", "direct"]),
+        ],
+        9 => vec![v(&["EVAL", "return redis.call('nosuch')", "0"])],
+        10 => vec![
+            v(&["EVAL", "return 1", "5", "a"]),
+            v(&["EVAL", "return 1", "-1"]),
+        ],
+        11 => vec![v(&[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], ARGV[1])",
+            "1",
+            k,
+            "e",
+        ])],
+        12 => vec![v(&["EVAL", "error(", "0"])],
+        13 => vec![
+            v(&["SUBSCRIBE", "ch"]),
+            v(&["PING"]),
+            v(&["PING", "x"]),
+            v(&["GET", k]),
+            v(&["UNSUBSCRIBE"]),
+            v(&["GET", k]),
+        ],
+        14 => vec![
+            v(&["PSUBSCRIBE", "p*", "q*"]),
+            v(&["PUNSUBSCRIBE", "p*"]),
+            v(&["PUNSUBSCRIBE"]),
+            v(&["PING"]),
+        ],
+        _ => vec![v(&["SET", k, rng.next(9).to_string().as_str()])],
+    }
+}
+
 /// Sends `commands` (QUIT appended) through the proxy and into the standalone Redis and panics,
 /// naming `label` and the first byte that differs, unless the replies are the same bytes.
 fn assert_same_replies(
@@ -342,6 +417,24 @@ fn every_data_type_and_error_gets_the_bytes_a_standalone_redis_sends() {
     let redis = Standalone::start(&[]);
     for (seed, resp3) in [(11u64, false), (12, false), (13, true), (14, true)] {
         let commands = pipeline_of(seed, resp3, 3000, typed_command);
+        assert_same_replies(
+            proxy.addr(),
+            redis.addr,
+            commands,
+            resp3,
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+#[test]
+fn transaction_script_and_subscriber_edges_get_the_bytes_a_standalone_redis_sends() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    // In RESP3 a subscribed client may run any command, and its pushes interleave with replies.
+    for (seed, resp3) in [(21u64, false), (22, false), (23, true)] {
+        let commands = pipeline_of(seed, resp3, 600, edge_group);
         assert_same_replies(
             proxy.addr(),
             redis.addr,
