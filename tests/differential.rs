@@ -343,6 +343,97 @@ fn edge_group(rng: &mut Rng) -> Vec<Vec<String>> {
     }
 }
 
+/// One random command whose keys and values are odd: empty, hash-tag edge cases (`{}`, `{a}b`
+/// beside `{a}c`, `{{a}}`, `a{b}c{d}`), CR LF, NUL and non-ASCII bytes, RESP look-alikes, a
+/// 1,000-byte key, a 100 KB value now and then, and numbers at and past the edges of i64 and
+/// double, in the commands that parse them; multi-key ones split over the slots these land on.
+fn odd_argument(rng: &mut Rng) -> Vec<Vec<String>> {
+    const KEYS: &[&str] = &[
+        "",
+        "{",
+        "}",
+        "{}",
+        "{}a",
+        "{a}b",
+        "{a}c",
+        "{{a}}",
+        "a{b}c{d}",
+        "x\r\ny",
+        "nul\0key",
+        "é€ключ",
+        "sp ace",
+        "*1\r\n$1\r\nx",
+    ];
+    const VALUES: &[&str] = &[
+        "",
+        "\r\n",
+        "$5\r\nhello",
+        "-ERR x",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "1e400",
+        "inf",
+        "-inf",
+        "nan",
+        "-0",
+        "0x10",
+        " 1",
+        "1 ",
+        "007",
+        "3.0",
+        "é",
+    ];
+    let key = |rng: &mut Rng| match rng.next(30) {
+        0 => "k".repeat(1000),
+        _ => KEYS[rng.next(KEYS.len())].to_string(),
+    };
+    let value = |rng: &mut Rng| match rng.next(50) {
+        0 => "v".repeat(100_000),
+        _ => VALUES[rng.next(VALUES.len())].to_string(),
+    };
+    let (k, v) = (key(rng), value(rng));
+    let c: Vec<String> = match rng.next(22) {
+        0 => vec!["SET".into(), k, v],
+        1 => vec!["GET".into(), k],
+        2 => vec!["APPEND".into(), k, v],
+        3 => vec!["INCR".into(), k],
+        4 => vec!["INCRBY".into(), k, v],
+        5 => vec!["INCRBYFLOAT".into(), k, v],
+        6 => vec!["STRLEN".into(), k],
+        7 => vec![
+            "MSET".into(),
+            k,
+            v,
+            key(rng),
+            value(rng),
+            key(rng),
+            value(rng),
+        ],
+        8 => vec!["MGET".into(), k, key(rng), key(rng), key(rng)],
+        9 => vec!["DEL".into(), k, key(rng)],
+        10 => vec!["EXISTS".into(), k, key(rng), key(rng)],
+        11 => vec!["HSET".into(), k, v.clone(), v],
+        12 => vec!["HGETALL".into(), k],
+        13 => vec!["RPUSH".into(), k, v],
+        14 => vec!["LRANGE".into(), k, "0".into(), "-1".into()],
+        15 => vec!["ECHO".into(), v],
+        16 => vec!["SETRANGE".into(), k, "3".into(), v],
+        17 => vec!["GETRANGE".into(), k, "0".into(), v],
+        18 => vec!["EXPIRE".into(), k, v],
+        19 => vec!["ZADD".into(), k, v, "m".into()],
+        20 => vec![
+            "ZRANGE".into(),
+            k,
+            "0".into(),
+            "-1".into(),
+            "WITHSCORES".into(),
+        ],
+        _ => vec!["TYPE".into(), k],
+    };
+    vec![c]
+}
+
 /// Sends `commands` (QUIT appended) through the proxy and into the standalone Redis and panics,
 /// naming `label` and the first byte that differs, unless the replies are the same bytes.
 fn assert_same_replies(
@@ -435,6 +526,23 @@ fn transaction_script_and_subscriber_edges_get_the_bytes_a_standalone_redis_send
     // In RESP3 a subscribed client may run any command, and its pushes interleave with replies.
     for (seed, resp3) in [(21u64, false), (22, false), (23, true)] {
         let commands = pipeline_of(seed, resp3, 600, edge_group);
+        assert_same_replies(
+            proxy.addr(),
+            redis.addr,
+            commands,
+            resp3,
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+#[test]
+fn odd_keys_and_values_get_the_bytes_a_standalone_redis_sends() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    for (seed, resp3) in [(31u64, false), (32, true)] {
+        let commands = pipeline_of(seed, resp3, 3000, odd_argument);
         assert_same_replies(
             proxy.addr(),
             redis.addr,
