@@ -434,6 +434,83 @@ fn odd_argument(rng: &mut Rng) -> Vec<Vec<String>> {
     vec![c]
 }
 
+/// One random command of the less common families: stream consumer groups (explicit ids, so
+/// the replies are the same), geo, BITFIELD, functions (FUNCTION LOAD goes to every master, FCALL
+/// by its declared keys), COMMAND introspection and a blocking read that is answered at once.
+fn rare_family(rng: &mut Rng) -> Vec<Vec<String>> {
+    const LIBRARY: &str = "#!lua name=difflib\n\
+        redis.register_function('dget', function(keys, args) return redis.call('GET', keys[1]) end)\n\
+        redis.register_function{function_name='dro', callback=function(keys, args) return #args end, flags={'no-writes'}}";
+    let v = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+    let k = format!("s{}", rng.next(8));
+    let k = k.as_str();
+    let id = format!("{}-{}", rng.next(5) + 1, rng.next(3));
+    let n = rng.next(6).to_string();
+    let c = match rng.next(30) {
+        0 => v(&["XADD", k, &id, "f", &n]),
+        1 => v(&["XGROUP", "CREATE", k, "g", "0", "MKSTREAM"]),
+        2 => v(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "2",
+            "STREAMS",
+            k,
+            ">",
+        ]),
+        3 => v(&["XACK", k, "g", &id]),
+        4 => v(&["XPENDING", k, "g"]),
+        5 => v(&["XPENDING", k, "g", "-", "+", "10", "c1"]),
+        6 => v(&["XCLAIM", k, "g", "c2", "0", &id, "JUSTID"]),
+        7 => v(&["XINFO", "GROUPS", k]),
+        8 => v(&["XREAD", "COUNT", "2", "STREAMS", k, "0"]),
+        9 => v(&["XREAD", "BLOCK", "10", "STREAMS", k, "0-0"]),
+        10 => v(&["XDEL", k, &id]),
+        11 => v(&["XGROUP", "DESTROY", k, "g"]),
+        12 => v(&[
+            "GEOADD",
+            k,
+            "13.361389",
+            "38.115556",
+            "palermo",
+            "15.087269",
+            "37.502669",
+            "catania",
+        ]),
+        13 => v(&["GEODIST", k, "palermo", "catania", "km"]),
+        14 => v(&[
+            "GEOSEARCH",
+            k,
+            "FROMLONLAT",
+            "15",
+            "37",
+            "BYRADIUS",
+            "200",
+            "km",
+            "ASC",
+            "WITHDIST",
+        ]),
+        15 => v(&["GEOPOS", k, "palermo", "nowhere"]),
+        16 => v(&["BITFIELD", k, "INCRBY", "i5", "100", &n, "GET", "u4", "0"]),
+        17 => v(&["BITFIELD_RO", k, "GET", "i8", "0"]),
+        18 => v(&["FUNCTION", "LOAD", "REPLACE", LIBRARY]),
+        19 => v(&["FCALL", "dget", "1", k]),
+        20 => v(&["FCALL_RO", "dro", "0", "a", "b"]),
+        21 => v(&["FCALL", "nosuchfn", "0"]),
+        22 => v(&["COMMAND", "GETKEYS", "MSET", k, "1", "b", "2"]),
+        23 => v(&["COMMAND", "INFO", "get", "nosuch"]),
+        24 => v(&["SET", k, &n]),
+        25 => v(&["OBJECT", "ENCODING", k]),
+        26 => v(&["EXISTS", k]),
+        27 => v(&["DEL", k]),
+        28 => v(&["FUNCTION", "DELETE", "difflib"]),
+        _ => v(&["TYPE", k]),
+    };
+    vec![c]
+}
+
 /// Sends `commands` (QUIT appended) through the proxy and into the standalone Redis and panics,
 /// naming `label` and the first byte that differs, unless the replies are the same bytes.
 fn assert_same_replies(
@@ -543,6 +620,24 @@ fn odd_keys_and_values_get_the_bytes_a_standalone_redis_sends() {
     let redis = Standalone::start(&[]);
     for (seed, resp3) in [(31u64, false), (32, true)] {
         let commands = pipeline_of(seed, resp3, 3000, odd_argument);
+        assert_same_replies(
+            proxy.addr(),
+            redis.addr,
+            commands,
+            resp3,
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+#[test]
+fn streams_geo_bitfield_and_functions_get_the_bytes_a_standalone_redis_sends() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    for (seed, resp3) in [(41u64, false), (42, true)] {
+        let mut commands = pipeline_of(seed, resp3, 1500, rare_family);
+        commands.push(vec!["FUNCTION".into(), "FLUSH".into()]);
         assert_same_replies(
             proxy.addr(),
             redis.addr,
