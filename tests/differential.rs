@@ -511,6 +511,50 @@ fn rare_family(rng: &mut Rng) -> Vec<Vec<String>> {
     vec![c]
 }
 
+/// One random command (or a transaction, or a push and a BLPOP) on keys of client `p`'s own
+/// (`p:0`..`p:19`, spread over the slots, and `{p}` for the one-node groups), so clients
+/// running at once cannot change each other's replies.
+fn own_keys_command(rng: &mut Rng, p: &str) -> Vec<Vec<String>> {
+    let key = |rng: &mut Rng| format!("{p}:{}", rng.next(20));
+    let tag = format!("{{{p}}}");
+    let n = rng.next(100).to_string();
+    let (k1, k2, k3) = (key(rng), key(rng), key(rng));
+    let v = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+    match rng.next(16) {
+        0 => vec![v(&["SET", &k1, &n])],
+        1 => vec![v(&["GET", &k1])],
+        2 => vec![v(&["INCR", &k1])],
+        3 => vec![v(&["MSET", &k1, &n, &k2, "x", &k3, "y"])],
+        4 => vec![v(&["MGET", &k1, &k2, &k3])],
+        5 => vec![v(&["DEL", &k1, &k2])],
+        6 => vec![v(&["EXISTS", &k1, &k2, &k3])],
+        7 => vec![v(&["RPUSH", &k1, &n])],
+        8 => vec![v(&["LRANGE", &k1, "0", "-1"])],
+        9 => vec![v(&["HSET", &k1, "f", &n])],
+        10 => vec![v(&["HGETALL", &k1])],
+        11 => vec![v(&["APPEND", &k1, "z"])],
+        12 => vec![
+            v(&["MULTI"]),
+            v(&["INCR", &format!("{tag}a")]),
+            v(&["RPUSH", &format!("{tag}l"), &n]),
+            v(&["GET", &format!("{tag}a")]),
+            v(&["EXEC"]),
+        ],
+        13 => vec![
+            v(&["RPUSH", &format!("{tag}b"), &n]),
+            v(&["BLPOP", &format!("{tag}b"), "1"]),
+        ],
+        14 => vec![v(&[
+            "EVAL",
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+            "1",
+            &k1,
+            &n,
+        ])],
+        _ => vec![v(&["ECHO", &n])],
+    }
+}
+
 /// Sends `commands` (QUIT appended) through the proxy and into the standalone Redis and panics,
 /// naming `label` and the first byte that differs, unless the replies are the same bytes.
 fn assert_same_replies(
@@ -645,6 +689,63 @@ fn streams_geo_bitfield_and_functions_get_the_bytes_a_standalone_redis_sends() {
             resp3,
             &format!("seed {seed}"),
         );
+    }
+}
+
+#[test]
+fn clients_at_once_each_get_the_bytes_a_standalone_redis_sends_them() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.nodes(), &[]);
+    let redis = Standalone::start(&[]);
+    const CLIENTS: u64 = 8;
+    // Client c's pipeline: its own keys, RESP3 for odd c, the same on both sides.
+    let pipeline = |c: u64| -> Vec<u8> {
+        let mut rng = Rng((100 + c).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let prefix = format!("c{c}");
+        let mut commands: Vec<Vec<String>> = Vec::new();
+        if c % 2 == 1 {
+            commands.push(vec!["HELLO".into(), "3".into()]);
+        }
+        for _ in 0..2000 {
+            commands.extend(own_keys_command(&mut rng, &prefix));
+        }
+        commands.push(vec!["QUIT".into()]);
+        let mut out = Vec::new();
+        for c in &commands {
+            out.extend_from_slice(Request::from_args(c).bytes());
+        }
+        out
+    };
+    // All clients of one side at once, each sending its whole pipeline in one write.
+    let side = |addr: SocketAddr| -> Vec<Vec<u8>> {
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let p = pipeline(c);
+                std::thread::spawn(move || after_hello(replies(addr, &p), c % 2 == 1))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    };
+    let want = side(redis.addr);
+    let got = side(proxy.addr());
+    for c in 0..CLIENTS as usize {
+        if got[c] != want[c] {
+            let at = got[c]
+                .iter()
+                .zip(&want[c])
+                .take_while(|(a, b)| a == b)
+                .count();
+            panic!(
+                "client {c}: replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
+                want[c].len(),
+                String::from_utf8_lossy(
+                    &want[c][at.saturating_sub(60)..(at + 60).min(want[c].len())]
+                ),
+                String::from_utf8_lossy(
+                    &got[c][at.saturating_sub(60)..(at + 60).min(got[c].len())]
+                ),
+            );
+        }
     }
 }
 
