@@ -7,6 +7,7 @@
 //! helper here reaches them with what they require.
 #![allow(dead_code)]
 
+pub mod pipelines;
 pub mod proxy;
 pub mod secure;
 pub mod tls_client;
