@@ -2,7 +2,7 @@
 //! (`bootstrap::certs`): redis-cli and Rust clients (tokio-rustls, and rustls over std) through
 //! the TLS listener, mTLS accepting a good client certificate and refusing none or an expired
 //! one, a TLS cluster formed by `bootstrap --spawn --tls` served end to end, certificate rotation
-//! by SIGHUP with a connection open across it, hostile bytes on the TLS port, and a missing
+//! by SIGHUP with a connection open across it, hostile bytes on the TLS port, a missing
 //! certificate file at start-up, and random pipelines (split commands, transactions, BLPOP, odd
 //! keys, 100 KB values) compared byte for byte with a standalone Redis.
 mod support;
