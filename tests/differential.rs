@@ -40,93 +40,55 @@ fn assert_same_replies(
     }
 }
 
-#[test]
-fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
+/// Starts a cluster, the proxy and a standalone Redis, and compares, for each `(seed, resp3)`,
+/// a pipeline of `n` draws of `draw` (then `last`, if any).
+fn compare_pipelines(seeds: &[(u64, bool)], n: usize, draw: Draw, last: Option<&[&str]>) {
     let cluster = Cluster::start();
     let proxy = Proxy::start(&cluster.nodes(), &[]);
     let redis = Standalone::start(&[]);
+    for &(seed, resp3) in seeds {
+        let mut commands = pipeline_of(seed, resp3, n, draw);
+        commands.extend(last.map(|l| l.iter().map(|w| w.to_string()).collect()));
+        let label = format!("seed {seed}");
+        assert_same_replies(proxy.addr(), redis.addr, commands, resp3, &label);
+    }
+}
+
+#[test]
+fn a_random_pipeline_gets_the_bytes_a_standalone_redis_sends() {
     // RESP2, then RESP3 (whose replies the proxy forwards from RESP3 node connections, and
     // builds in RESP3 when it merges them).
-    for (seed, resp3) in [(1u64, false), (2, false), (3, false), (4, true), (5, true)] {
-        let commands = pipeline_of(seed, resp3, 3000, self::commands);
-        assert_same_replies(
-            proxy.addr(),
-            redis.addr,
-            commands,
-            resp3,
-            &format!("seed {seed}"),
-        );
-    }
+    let seeds = [(1, false), (2, false), (3, false), (4, true), (5, true)];
+    compare_pipelines(&seeds, 3000, commands, None);
 }
 
 #[test]
 fn every_data_type_and_error_gets_the_bytes_a_standalone_redis_sends() {
-    let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let redis = Standalone::start(&[]);
-    for (seed, resp3) in [(11u64, false), (12, false), (13, true), (14, true)] {
-        let commands = pipeline_of(seed, resp3, 3000, typed_command);
-        assert_same_replies(
-            proxy.addr(),
-            redis.addr,
-            commands,
-            resp3,
-            &format!("seed {seed}"),
-        );
-    }
+    let seeds = [(11, false), (12, false), (13, true), (14, true)];
+    compare_pipelines(&seeds, 3000, typed_command, None);
 }
 
 #[test]
 fn transaction_script_and_subscriber_edges_get_the_bytes_a_standalone_redis_sends() {
-    let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let redis = Standalone::start(&[]);
     // In RESP3 a subscribed client may run any command, and its pushes interleave with replies.
-    for (seed, resp3) in [(21u64, false), (22, false), (23, true)] {
-        let commands = pipeline_of(seed, resp3, 600, edge_group);
-        assert_same_replies(
-            proxy.addr(),
-            redis.addr,
-            commands,
-            resp3,
-            &format!("seed {seed}"),
-        );
-    }
+    compare_pipelines(
+        &[(21, false), (22, false), (23, true)],
+        600,
+        edge_group,
+        None,
+    );
 }
 
 #[test]
 fn odd_keys_and_values_get_the_bytes_a_standalone_redis_sends() {
-    let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let redis = Standalone::start(&[]);
-    for (seed, resp3) in [(31u64, false), (32, true)] {
-        let commands = pipeline_of(seed, resp3, 3000, odd_argument);
-        assert_same_replies(
-            proxy.addr(),
-            redis.addr,
-            commands,
-            resp3,
-            &format!("seed {seed}"),
-        );
-    }
+    compare_pipelines(&[(31, false), (32, true)], 3000, odd_argument, None);
 }
 
 #[test]
 fn streams_geo_bitfield_and_functions_get_the_bytes_a_standalone_redis_sends() {
-    let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster.nodes(), &[]);
-    let redis = Standalone::start(&[]);
-    for (seed, resp3) in [(41u64, false), (42, true)] {
-        let mut commands = pipeline_of(seed, resp3, 1500, rare_family);
-        commands.push(vec!["FUNCTION".into(), "FLUSH".into()]);
-        assert_same_replies(
-            proxy.addr(),
-            redis.addr,
-            commands,
-            resp3,
-            &format!("seed {seed}"),
-        );
-    }
+    // Functions outlive FLUSHALL: the next seed starts without the library.
+    let last: &[&str] = &["FUNCTION", "FLUSH"];
+    compare_pipelines(&[(41, false), (42, true)], 1500, rare_family, Some(last));
 }
 
 #[test]

@@ -78,29 +78,37 @@ fn redis_cli_with_tls_is_served_through_the_tls_port() {
     assert_eq!(v, "over tls");
 }
 
+/// A tokio-rustls connection to `addr`, verified against `ca`, handshake done.
+async fn tls_connect(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let settings = slotproxy::config::NodeTls {
+        ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    };
+    let config = slotproxy::tls::client_config(&settings).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the proxy")
+}
+
 #[test]
 fn a_tokio_rustls_client_speaks_resp_through_the_tls_port() {
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let certs = listener_certs(dir.path());
     let (_proxy, tls_addr) = tls_proxy(&cluster, &certs, false);
-    let settings = slotproxy::config::NodeTls {
-        ca_file: Some(certs.ca_cert.clone()),
-        ..Default::default()
-    };
-    let config = slotproxy::tls::client_config(&settings).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let replies = rt.block_on(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::IpAddress(tls_addr.ip().into());
-        let mut tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake with the proxy");
+        let mut tls = tls_connect(tls_addr, &certs.ca_cert).await;
         tls.write_all(
             b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$6\r\ntokio1\r\n$2\r\nv1\r\n*2\r\n$3\r\nGET\r\n$6\r\ntokio1\r\n",
         )
@@ -452,24 +460,13 @@ fn a_cluster_formed_by_bootstrap_spawn_tls_is_served_end_to_end() {
 /// Sends `pipeline` through a TLS connection to `addr` (one write, while a second task reads)
 /// and returns every byte up to the close.
 fn tls_replies(addr: SocketAddr, ca: &std::path::Path, pipeline: Vec<u8>) -> Vec<u8> {
-    let settings = slotproxy::config::NodeTls {
-        ca_file: Some(ca.to_path_buf()),
-        ..Default::default()
-    };
-    let config = slotproxy::tls::client_config(&settings).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake with the proxy");
-        let (mut rd, mut wr) = tokio::io::split(tls);
+        let (mut rd, mut wr) = tokio::io::split(tls_connect(addr, ca).await);
         let writer = tokio::spawn(async move {
             wr.write_all(&pipeline).await.unwrap();
             wr.flush().await.unwrap();
