@@ -26,18 +26,7 @@ fn assert_same_replies(
     let pipeline = encode_with_quit(&commands);
     let want = after_hello(replies(redis, &pipeline), resp3);
     let got = after_hello(replies(proxy, &pipeline), resp3);
-    if got != want {
-        let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        let show = |b: &[u8]| {
-            String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())]).into_owned()
-        };
-        panic!(
-            "{label} (resp3: {resp3}): replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
-            want.len(),
-            show(&want),
-            show(&got)
-        );
-    }
+    assert_same_bytes(&format!("{label} (resp3: {resp3})"), &want, &got);
 }
 
 /// Starts a cluster, the proxy and a standalone Redis, and compares, for each `(seed, resp3)`,
@@ -123,23 +112,7 @@ fn clients_at_once_each_get_the_bytes_a_standalone_redis_sends_them() {
     let want = side(redis.addr);
     let got = side(proxy.addr());
     for c in 0..CLIENTS as usize {
-        if got[c] != want[c] {
-            let at = got[c]
-                .iter()
-                .zip(&want[c])
-                .take_while(|(a, b)| a == b)
-                .count();
-            panic!(
-                "client {c}: replies differ at byte {at} of {}\nredis: {:?}\nproxy: {:?}",
-                want[c].len(),
-                String::from_utf8_lossy(
-                    &want[c][at.saturating_sub(60)..(at + 60).min(want[c].len())]
-                ),
-                String::from_utf8_lossy(
-                    &got[c][at.saturating_sub(60)..(at + 60).min(got[c].len())]
-                ),
-            );
-        }
+        assert_same_bytes(&format!("client {c}"), &want[c], &got[c]);
     }
 }
 

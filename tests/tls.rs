@@ -488,7 +488,7 @@ fn tls_replies(addr: SocketAddr, ca: &std::path::Path, pipeline: Vec<u8>) -> Vec
 #[test]
 fn a_random_pipeline_through_the_tls_port_gets_the_bytes_a_standalone_redis_sends() {
     use support::pipelines::{
-        commands, encode_with_quit, odd_argument, pipeline_of, replies, Draw,
+        assert_same_bytes, commands, encode_with_quit, odd_argument, pipeline_of, replies, Draw,
     };
     use support::standalone::Standalone;
     let cluster = Cluster::start();
@@ -503,13 +503,6 @@ fn a_random_pipeline_through_the_tls_port_gets_the_bytes_a_standalone_redis_send
         let pipeline = encode_with_quit(&pipeline_of(seed, false, 2000, draw));
         let want = replies(redis.addr, &pipeline);
         let got = tls_replies(tls_addr, &certs.ca_cert, pipeline);
-        if got != want {
-            let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-            panic!(
-                "seed {seed}: replies through TLS differ at byte {at} of {} (got {})",
-                want.len(),
-                got.len()
-            );
-        }
+        assert_same_bytes(&format!("seed {seed} through TLS"), &want, &got);
     }
 }

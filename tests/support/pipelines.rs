@@ -576,3 +576,22 @@ pub fn replies(addr: SocketAddr, pipeline: &[u8]) -> Vec<u8> {
     writer.join().unwrap();
     out
 }
+
+/// Panics, naming `label`, the first byte where `got` differs from `want` and 80 bytes either
+/// side of it on both, unless they are the same bytes.
+pub fn assert_same_bytes(label: &str, want: &[u8], got: &[u8]) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    let show = |b: &[u8]| {
+        String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())]).into_owned()
+    };
+    panic!(
+        "{label}: replies differ at byte {at} of {} (got {})\nredis: {:?}\nproxy: {:?}",
+        want.len(),
+        got.len(),
+        show(want),
+        show(got)
+    );
+}
